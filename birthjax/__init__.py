@@ -1,0 +1,1 @@
+"""birthjax: CS224N A5 (pretrained transformers & knowledge access) in JAX/Flax."""

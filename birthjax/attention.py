@@ -1,0 +1,31 @@
+"""The one place attention math lives: attend(q, k, v, mask) and the mask builders.
+
+Vanilla and (later) Perceiver variants differ only in where q, k, v come from and which
+mask is passed. Scores of masked pairs are set to -1e10 before the softmax (the A5
+reference's masked_fill), computed in float32.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e10
+
+
+def causal_mask(t: int) -> jax.Array:
+  """[t, t] bool, True where query i may attend to key j (j <= i)."""
+  return jnp.tril(jnp.ones((t, t), bool))
+
+
+def attend(q_BxHxQxD, k_BxHxKxD, v_BxHxKxD, mask_QxK, *, dropout_rate: float = 0.0,
+           dropout_rng=None, deterministic: bool = True):
+  """Softmax(q k^T / sqrt(D), masked) (dropout on the weights) @ v -> [B, H, Q, D]."""
+  d = q_BxHxQxD.shape[-1]
+  att_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
+  att_BxHxQxK = att_BxHxQxK * (1.0 / jnp.sqrt(d))
+  att_BxHxQxK = jnp.where(mask_QxK, att_BxHxQxK, NEG_INF)
+  att_BxHxQxK = jax.nn.softmax(att_BxHxQxK, axis=-1).astype(v_BxHxKxD.dtype)
+  if not deterministic and dropout_rate > 0.0:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, att_BxHxQxK.shape)
+    att_BxHxQxK = jnp.where(keep, att_BxHxQxK / (1.0 - dropout_rate), 0.0)
+  return jnp.einsum("bhqk,bhkd->bhqd", att_BxHxQxK, v_BxHxKxD)

@@ -1,0 +1,116 @@
+"""From the data folder to batches: TFDS sources -> encoded records -> grain datasets of batches.
+
+A stage's batches form one grain MapDataset indexed by step: step s is batch s % spe of
+epoch s // spe (spe = steps per epoch, ceil(n / batch_size): the last partial batch is
+kept, as the reference's DataLoader does). Each epoch is a fresh pass (a new shuffle
+when enabled, fresh span corruption) drawn from `seed`, so any step's batch is a pure
+function of (seed, step) and the grain iterator state is just the next step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import grain
+import numpy as np
+
+from birthjax import corpus, examples, synthetic, tfds_builders
+from birthjax.errors import UserError
+from birthjax.vocab import Vocab
+
+
+@dataclasses.dataclass
+class Data:
+  vocab: Vocab
+  documents: list[np.ndarray]  # wiki.txt documents as ids
+  finetune: list[tuple[np.ndarray, np.ndarray]]  # (question, answer) ids
+  eval_sets: dict  # name -> (questions: list[str], answers: list[str] | None)
+  data_dir: str
+
+
+def resolve_data_dir(data_cfg) -> str:
+  if data_cfg.source == "a5":
+    return data_cfg.dir
+  if data_cfg.source == "synthetic":
+    d = os.path.join(os.path.expanduser(data_cfg.cache_dir), f"synthetic-{data_cfg.synthetic_seed}")
+    if not os.path.isfile(os.path.join(d, corpus.TEST)):
+      synthetic.write(d, seed=data_cfg.synthetic_seed)
+    return d
+  raise UserError(f"unknown data.source {data_cfg.source!r}", "--config.data.source",
+                  "use 'a5' or 'synthetic'")
+
+
+def load(data_cfg, block_size: int) -> Data:
+  data_dir = resolve_data_dir(data_cfg)
+  src = tfds_builders.data_sources(data_dir, data_cfg.cache_dir)
+  docs = [src["wiki"][i]["text"] for i in range(len(src["wiki"]))]
+  vocab = Vocab.from_documents(docs)
+  wiki_path = os.path.join(data_dir, corpus.WIKI)
+  documents = [vocab.encode(d, f"{wiki_path}:{i + 1}") for i, d in enumerate(docs)]
+  train_path = os.path.join(data_dir, corpus.TRAIN)
+  finetune = []
+  for i in range(len(src["train"])):
+    r = src["train"][i]
+    where = f"{train_path}:{i + 1}"
+    q, a = vocab.encode(r["text"], where), vocab.encode(r["answer"], where)
+    if len(q) + len(a) + 2 > block_size:
+      raise UserError(f"question+answer is {len(q) + len(a) + 2} characters with the two MASKs, "
+                      f"more than block_size {block_size}", where,
+                      "shorten the line or raise --config.model.block_size")
+    finetune.append((q, a))
+  eval_sets = {}
+  for split, name in (("dev", corpus.DEV), ("test", corpus.TEST)):
+    rows = [src[split][i] for i in range(len(src[split]))]
+    path = os.path.join(data_dir, name)
+    for i, r in enumerate(rows):  # fail early on characters outside the vocabulary
+      vocab.encode(r["text"], f"{path}:{i + 1}")
+    answers = [r["answer"] for r in rows] if rows and rows[0]["has_answer"] else None
+    eval_sets[split] = ([r["text"] for r in rows], answers)
+  return Data(vocab, documents, finetune, eval_sets, data_dir)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+  return math.ceil(n / batch_size)
+
+
+def stage_batches(records, encode, *, epochs: int, batch_size: int, shuffle: bool,
+                  seed: int, pad_to_multiple: int = 1) -> grain.MapDataset:
+  """MapDataset of batches {'x','y': [B, T-1] int32, 'row_mask': [B] bool}, one per step.
+
+  `encode(record, rng) -> (x, y)`. Batches are padded with all-PAD rows (row_mask False)
+  to a multiple of `pad_to_multiple` (the device count): they add nothing to the loss
+  or to the token count.
+  """
+  n = len(records)
+  ds = grain.MapDataset.source(records)
+  if shuffle:
+    ds = ds.shuffle(seed=seed)  # a new permutation every epoch
+  ds = ds.repeat(epochs).random_map(encode, seed=seed)  # fresh randomness every epoch
+  spe = steps_per_epoch(n, batch_size)
+
+  def make_batch(step):
+    epoch, j = divmod(step, spe)
+    lo, hi = epoch * n + j * batch_size, epoch * n + min((j + 1) * batch_size, n)
+    xs, ys = zip(*(ds[k] for k in range(lo, hi)))
+    rows = hi - lo
+    padded = -(-rows // pad_to_multiple) * pad_to_multiple
+    x = np.zeros((padded, len(xs[0])), np.int32)
+    y = np.zeros_like(x)
+    x[:rows], y[:rows] = np.stack(xs), np.stack(ys)
+    return {"x": x, "y": y, "row_mask": np.arange(padded) < rows}
+
+  return grain.MapDataset.range(epochs * spe).map(make_batch)
+
+
+def pretrain_batches(data: Data, cfg, *, block_size: int, seed: int, pad_to_multiple: int = 1):
+  encode = lambda doc, rng: examples.span_corrupt(doc, rng, block_size)
+  return stage_batches(data.documents, encode, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple)
+
+
+def finetune_batches(data: Data, cfg, epochs: int, *, block_size: int, seed: int,
+                     pad_to_multiple: int = 1):
+  encode = lambda qa, rng: examples.qa_example(qa[0], qa[1], block_size)
+  return stage_batches(data.finetune, encode, epochs=epochs, batch_size=cfg.batch_size,
+                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple)

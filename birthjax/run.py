@@ -1,0 +1,195 @@
+"""The stages pretrain -> finetune -> evaluate: the host loop, progress, checkpoint cadence.
+
+Parameters flow from stage to stage: `init_from` (if set) seeds the first stage;
+pretraining hands its parameters to finetuning; evaluation uses the latest parameters
+(or, run alone, W/checkpoints/finetune). Every training stage resumes from its latest
+checkpoint when rerun with the same command.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from birthjax import checkpoint, decode, evaluate, input_pipeline, metrics, model, optim
+from birthjax import sharding, train
+from birthjax.errors import UserError
+
+STAGES = ("pretrain", "finetune", "evaluate")
+
+
+# ----------------------------------------------------------------------------- config
+def parse_stages(stages: str) -> list[str]:
+  names = [s.strip() for s in stages.split(",") if s.strip()]
+  for s in names:
+    if s not in STAGES:
+      raise UserError(f"unknown stage {s!r}", "--config.stages",
+                      f"use a comma-separated subset of {','.join(STAGES)} (or '' to only build)")
+  return [s for s in STAGES if s in names]
+
+
+def validate(config):
+  m = config.model
+  checks = [
+      (m.variant in model.VARIANTS, "model.variant", f"one of {sorted(model.VARIANTS)}"),
+      (m.n_layer >= 1, "model.n_layer", "an integer >= 1"),
+      (m.n_head >= 1 and m.n_embd % m.n_head == 0, "model.n_head",
+       "a positive divisor of model.n_embd"),
+      (m.block_size >= 16, "model.block_size", "an integer >= 16 (span corruption needs room)"),
+      (0.0 <= m.dropout < 1.0, "model.dropout", "a number in [0, 1)"),
+  ]
+  for stage in ("pretrain", "finetune"):
+    c = config[stage]
+    checks += [(c.batch_size >= 1, f"{stage}.batch_size", "an integer >= 1"),
+               (c.learning_rate > 0, f"{stage}.learning_rate", "a positive number"),
+               (c.epochs >= 0, f"{stage}.epochs", "an integer >= 0"),
+               (c.decay_rule in ("a5", "clean"), f"{stage}.decay_rule", "'a5' or 'clean'")]
+  for ok, field, want in checks:
+    if not ok:
+      raise UserError(f"config value {field}={config[field.split('.')[0]][field.split('.')[1]]!r} "
+                      "is out of range", f"--config.{field}", f"use {want}")
+
+
+def model_config(config, deterministic=True) -> model.ModelConfig:
+  m = config.model
+  return model.ModelConfig(vocab_size=m.vocab_size, variant=m.variant, n_layer=m.n_layer,
+                           n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
+                           dropout=m.dropout, deterministic=deterministic)
+
+
+def fingerprint(*parts) -> str:
+  return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- training
+def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
+  """Run (or resume) one training stage; returns its final parameters."""
+  c = config[stage]
+  block = config.model.block_size
+  seed = config.seed + (0 if stage == "pretrain" else 1)
+  if stage == "pretrain":
+    epochs = c.epochs
+    batches = input_pipeline.pretrain_batches(data, c, block_size=block, seed=seed,
+                                              pad_to_multiple=mesh.size)
+  else:
+    epochs = c.epochs if init_source != "scratch" else c.epochs_from_scratch
+    batches = input_pipeline.finetune_batches(data, c, epochs, block_size=block, seed=seed,
+                                              pad_to_multiple=mesh.size)
+  total = len(batches)
+  model_cfg = model_config(config, deterministic=False)
+  tx = optim.make_optimizer(init_params, weight_decay=c.weight_decay, decay_rule=c.decay_rule,
+                            grad_clip=c.grad_clip)
+  schedule = dict(warmup_tokens=c.warmup_tokens, final_tokens=c.final_tokens,
+                  clamp=c.clamp_schedule)
+  step_fn = train.compile_train_step(mesh, model_cfg=model_cfg, tx=tx, base_lr=c.learning_rate,
+                                     schedule=schedule)
+  state = jax.device_put(train.init_state(init_params, tx), sharding.replicated(mesh))
+  meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
+          "init": init_source, "fingerprint": fingerprint(config.model.to_dict(), c.to_dict(),
+                                                          config.seed, data.data_dir, init_source,
+                                                          epochs)}
+  ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage))
+  it = iter(batches.to_iter_dataset())
+  if ckpts.latest_step() is not None:
+    old = ckpts.meta()
+    if old.get("fingerprint") != meta["fingerprint"]:
+      raise UserError(f"the workdir holds a {stage} checkpoint of a different configuration "
+                      f"(model, {stage} settings, seed, data or initialisation)",
+                      ckpts.directory, "use a new --workdir, or rerun with the original config")
+    state, data_state = ckpts.restore(state)
+    it.set_state(data_state)
+    print(f"{stage}: resumed from step {int(state['step'])} of {total}")
+  seed_key = jax.random.key(seed)
+  writer = metrics.Writer(workdir, stage)
+  bar = metrics.progress(stage, total, int(state["step"]))
+  every = max(1, config.checkpoint_every)
+  pending, t0 = None, time.time()
+
+  def report(m, step):  # metrics of the previous step: the host never waits on this one
+    m = jax.device_get(m)
+    elapsed = max(time.time() - t0, 1e-9)
+    writer.scalars(step, {"train/loss": m["loss"], "train/lr": m["lr"],
+                          "train/grad_norm": m["grad_norm"], "train/tokens_per_s": m["tokens"] / elapsed})
+    bar.set_postfix_str(f"loss {float(m['loss']):.5f} lr {float(m['lr']):.3e}", refresh=False)
+    if not np.isfinite(m["loss"]):
+      raise UserError(f"{stage} loss became {m['loss']} at step {step}", ckpts.directory,
+                      "lower the learning rate; the last good checkpoint is kept")
+
+  for step in range(int(state["step"]), total):
+    batch = sharding.put_batch(next(it), mesh)
+    state, m = step_fn(state, batch, seed_key)
+    if pending is not None:
+      report(*pending)
+    pending, t0 = (m, step + 1), time.time()
+    bar.update(1)
+    if (step + 1) % every == 0 or step + 1 == total:
+      ckpts.save(state, it.get_state(), meta)
+  if pending is not None:
+    report(*pending)
+  if ckpts.latest_step() is None or ckpts.latest_step() < total:
+    ckpts.save(state, it.get_state(), meta)  # a 0-step stage still leaves its checkpoint
+  bar.close(), writer.close(), ckpts.close()
+  return state["params"]
+
+
+# ----------------------------------------------------------------------------- evaluation
+def evaluate_stage(config, workdir, data, mesh, params) -> dict:
+  model_cfg = model_config(config)
+  results = {}
+  for split, (questions, answers) in data.eval_sets.items():
+    preds = decode.predict(params, model_cfg, data.vocab, questions, steps=config.eval.steps,
+                           batch_size=config.eval.batch_size, mesh=mesh)
+    if jax.process_index() == 0:
+      evaluate.write_predictions(os.path.join(workdir, f"{split}.predictions"), preds)
+    if answers is None:
+      print(f"{split}: predictions written to {os.path.join(workdir, split + '.predictions')}; "
+            "no targets provided")
+      continue
+    correct, total = evaluate.score(preds, answers)
+    results[split] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
+    print(f"{split}: {evaluate.report_line(correct, total)}")
+  if jax.process_index() == 0:
+    evaluate.write_results(os.path.join(workdir, "results.json"), results)
+  return results
+
+
+# ----------------------------------------------------------------------------- driver
+def run(config, workdir: str):
+  validate(config)
+  stages = parse_stages(config.stages)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    evaluate.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+  mesh = sharding.make_mesh()
+  model_cfg = model_config(config)
+  params = model.init_params(model_cfg, jax.random.key(config.seed))
+  print(f"number of parameters: {model.param_count(params)}")
+  if not stages:
+    return None
+  data = input_pipeline.load(config.data, config.model.block_size)
+  if len(data.vocab) > config.model.vocab_size:
+    raise UserError(f"the data's vocabulary has {len(data.vocab)} characters, more than "
+                    f"model.vocab_size={config.model.vocab_size}", data.data_dir,
+                    f"set --config.model.vocab_size={len(data.vocab)} or more")
+  current, source = None, "scratch"
+  if config.init_from:
+    current, _ = checkpoint.restore_params(config.init_from, params)
+    source = os.path.abspath(config.init_from)
+  for stage in stages:
+    if stage in ("pretrain", "finetune"):
+      start = current if current is not None else params
+      current = train_stage(stage, config, workdir, data, mesh, start, source)
+      source = stage
+    else:
+      if current is None:
+        ft = os.path.join(workdir, "checkpoints", "finetune")
+        if not os.path.isdir(ft):
+          raise UserError("nothing to evaluate: no finetune checkpoint in the workdir", ft,
+                          "run the finetune stage first, or set --config.init_from")
+        current, _ = checkpoint.restore_params(ft, params)
+      return evaluate_stage(config, workdir, data, mesh, current)
+  return None

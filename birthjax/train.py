@@ -1,0 +1,50 @@
+"""Train state and the pure train step; `compile_train_step` jits it once over the mesh.
+
+state = {'params', 'opt_state', 'step', 'tokens'}; `tokens` counts the target positions of
+real rows (PAD included, as the reference counts them) and drives the lr schedule.
+The step's dropout key is fold_in(seed_key, step), so a resumed run sees the same keys.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from birthjax import loss, model, optim, sharding
+
+
+def init_state(params, tx) -> dict:
+  return {"params": params, "opt_state": tx.init(params),
+          "step": jnp.zeros((), jnp.int32), "tokens": jnp.zeros((), jnp.float32)}
+
+
+def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
+  """One AdamW step on a batch {'x','y': [B, T], 'row_mask': [B]} -> (state, metrics)."""
+  net = model.build(model_cfg)
+  rng = jax.random.fold_in(seed_key, state["step"])
+
+  def loss_fn(params):
+    logits = net.apply({"params": params}, batch["x"], rngs={"dropout": rng})
+    return loss.mean_cross_entropy(logits, batch["y"])
+
+  value, grads = jax.value_and_grad(loss_fn)(state["params"])
+  lr = base_lr * optim.lr_multiplier(state["tokens"], **schedule)
+  opt_state = optim.set_lr(state["opt_state"], lr)
+  updates, opt_state = tx.update(grads, opt_state, state["params"])
+  params = jax.tree.map(jnp.add, state["params"], updates)
+  n_tokens = jnp.sum(batch["row_mask"]) * batch["y"].shape[1]
+  new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
+               "tokens": state["tokens"] + n_tokens}
+  metrics = {"loss": value, "lr": lr, "tokens": n_tokens,
+             "grad_norm": jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))}
+  return new_state, metrics
+
+
+def compile_train_step(mesh, *, model_cfg, tx, base_lr, schedule):
+  """jit(train_step): state replicated and donated, batch sharded on 'data'."""
+  step = functools.partial(train_step, model_cfg=model_cfg, tx=tx, base_lr=base_lr,
+                           schedule=schedule)
+  rep, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
+                 donate_argnums=(0,))

@@ -1,0 +1,66 @@
+"""The A5 vanilla GPT recipe. Presets: `configs/vanilla.py:smoke`, `configs/vanilla.py:quickstart`.
+
+Every value of the default preset is the 2023 reference's (run.py, trainer.py, model.py);
+quirks are kept and documented in README, with flags to turn them off.
+"""
+import os
+
+import ml_collections
+
+A5_DOCUMENTS = 2938  # len(wiki.txt.split('\n')), trailing empty document included
+
+
+def stage(epochs, batch_size, learning_rate, final_tokens):
+  return ml_collections.ConfigDict(dict(
+      epochs=epochs,
+      batch_size=batch_size,
+      learning_rate=learning_rate,
+      warmup_tokens=512 * 20,  # shorter than one step's tokens: warm-up never takes effect
+      final_tokens=final_tokens,  # reference: 200 * len(pretrain_dataset) * block_size
+      clamp_schedule=False,  # True: cosine stops at its 0.1 floor (the reference re-rises)
+      shuffle=False,  # the reference's DataLoaders do not shuffle
+      weight_decay=0.1,
+      decay_rule="a5",  # 'a5': all but biases (LN weights + embeddings too); 'clean': kernels only
+      grad_clip=1.0,
+  ))
+
+
+def get_config(preset=None):
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.stages = "pretrain,finetune,evaluate"  # comma-separated; '' builds the model and exits
+  c.init_from = ""  # a checkpoint folder (e.g. W/checkpoints/finetune) to start from
+  c.checkpoint_every = 500  # steps; also at the end of every stage
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="a5",  # 'a5': the four A5 files in data.dir; 'synthetic': the built-in world
+      dir="data",  # folder holding wiki.txt, birth_places_train.tsv, birth_dev.tsv, birth_test_inputs.tsv
+      cache_dir=os.environ.get("BIRTHJAX_CACHE", "~/.cache/birthjax"),  # TFDS ArrayRecord builds
+      synthetic_seed=0,
+  ))
+  c.model = ml_collections.ConfigDict(dict(
+      variant="vanilla",
+      vocab_size=256,  # PAD, MASK + the 254 characters of the A5 wiki.txt
+      n_layer=4, n_head=8, n_embd=256, block_size=128, dropout=0.1,
+  ))
+  final_tokens = 200 * A5_DOCUMENTS * 128
+  c.pretrain = stage(650, 128, 6e-3, final_tokens)
+  c.finetune = stage(10, 256, 6e-4, final_tokens)  # 10 epochs after pretraining ...
+  c.finetune.epochs_from_scratch = 75  # ... 75 when finetuning from scratch
+  c.eval = ml_collections.ConfigDict(dict(steps=32, batch_size=512))  # greedy, 32 characters
+
+  if preset == "smoke":  # a tiny model, a few steps: tests and trying things out
+    c.model.update(n_layer=2, n_head=2, n_embd=32)
+    c.pretrain.update(epochs=1)
+    c.finetune.update(epochs=1, epochs_from_scratch=1)
+    c.checkpoint_every = 10
+  elif preset == "quickstart":  # README quick start: the synthetic world, <= 5 min on 2 cores
+    c.data.source = "synthetic"
+    c.model.update(n_layer=2, n_head=4, n_embd=128, dropout=0.0)
+    c.pretrain.update(epochs=60, batch_size=64, learning_rate=3e-3, final_tokens=60 * 600 * 127,
+                      clamp_schedule=True)
+    c.finetune.update(epochs=20, epochs_from_scratch=20, batch_size=64, learning_rate=1e-3,
+                      final_tokens=20 * 400 * 127, clamp_schedule=True)
+  elif preset:
+    raise ValueError(f"unknown preset {preset!r}: use smoke or quickstart")
+  return c
