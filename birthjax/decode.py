@@ -40,6 +40,7 @@ def greedy_generate(params, model_cfg, prompts, *, steps: int = 32, batch_size: 
                     mesh=None) -> list[np.ndarray]:
   """The `steps` greedy continuation ids of each prompt (a list of int arrays)."""
   mesh = mesh or sharding.make_mesh()
+  params = jax.device_put(params, sharding.replicated(mesh))
   multiple = mesh.size
   batch_size = -(-min(batch_size, len(prompts)) // multiple) * multiple
   width = max(model_cfg.block_size, max(len(p) for p in prompts)) + steps

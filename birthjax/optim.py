@@ -12,6 +12,8 @@ that starts with `tokens` counted is base * (1 if tokens == 0 else mult(tokens))
 """
 from __future__ import annotations
 
+import functools
+
 import flax
 import jax.numpy as jnp
 import optax
@@ -49,12 +51,13 @@ def decay_mask(params, rule: str = "a5"):
   return flax.traverse_util.unflatten_dict(keep)
 
 
-def make_optimizer(params, *, weight_decay: float = 0.1, decay_rule: str = "a5",
-                   grad_clip: float = 1.0, b1: float = 0.9, b2: float = 0.95):
+def make_optimizer(*, weight_decay: float = 0.1, decay_rule: str = "a5", grad_clip: float = 1.0,
+                   b1: float = 0.9, b2: float = 0.95):
   """clip -> AdamW (torch defaults eps=1e-8); the lr is injected per step by train_step."""
-  adamw = optax.inject_hyperparams(optax.adamw)(
+  decay_mask(({}), decay_rule)  # fail early on an unknown rule
+  adamw = optax.inject_hyperparams(optax.adamw, static_args=("mask",))(
       learning_rate=0.0, b1=b1, b2=b2, eps=1e-8, weight_decay=weight_decay,
-      mask=decay_mask(params, decay_rule))
+      mask=functools.partial(decay_mask, rule=decay_rule))
   return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
 
 

@@ -15,7 +15,7 @@ import time
 import jax
 import numpy as np
 
-from birthjax import checkpoint, decode, evaluate, input_pipeline, metrics, model, optim
+from birthjax import checkpoint, decode, evaluate, input_pipeline, metrics, model
 from birthjax import sharding, train
 from birthjax.errors import UserError
 
@@ -81,13 +81,13 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
                                               pad_to_multiple=mesh.size)
   total = len(batches)
   model_cfg = model_config(config, deterministic=False)
-  tx = optim.make_optimizer(init_params, weight_decay=c.weight_decay, decay_rule=c.decay_rule,
-                            grad_clip=c.grad_clip)
-  schedule = dict(warmup_tokens=c.warmup_tokens, final_tokens=c.final_tokens,
-                  clamp=c.clamp_schedule)
-  step_fn = train.compile_train_step(mesh, model_cfg=model_cfg, tx=tx, base_lr=c.learning_rate,
-                                     schedule=schedule)
-  state = jax.device_put(train.init_state(init_params, tx), sharding.replicated(mesh))
+  opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
+  schedule = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens),
+              ("clamp", c.clamp_schedule))
+  step_fn = train.compile_train_step(mesh, model_cfg=model_cfg, opt=opt,
+                                     base_lr=c.learning_rate, schedule=schedule)
+  state = jax.device_put(train.init_state(init_params, train.make_tx(opt)),
+                         sharding.replicated(mesh))
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "init": init_source, "fingerprint": fingerprint(config.model.to_dict(), c.to_dict(),
                                                           config.seed, data.data_dir, init_source,

@@ -41,10 +41,20 @@ def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
   return new_state, metrics
 
 
-def compile_train_step(mesh, *, model_cfg, tx, base_lr, schedule):
-  """jit(train_step): state replicated and donated, batch sharded on 'data'."""
-  step = functools.partial(train_step, model_cfg=model_cfg, tx=tx, base_lr=base_lr,
-                           schedule=schedule)
+def make_tx(opt: tuple):
+  """The optimizer from hashable settings ((name, value), ...) of optim.make_optimizer."""
+  return optim.make_optimizer(**dict(opt))
+
+
+@functools.lru_cache(maxsize=16)
+def compile_train_step(mesh, *, model_cfg, opt: tuple, base_lr: float, schedule: tuple):
+  """jit(train_step): state replicated and donated, batch sharded on 'data'.
+
+  All arguments are hashable and the jitted function is cached, so runs with equal
+  settings (e.g. tests) share one compilation.
+  """
+  step = functools.partial(train_step, model_cfg=model_cfg, tx=make_tx(opt), base_lr=base_lr,
+                           schedule=dict(schedule))
   rep, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,))

@@ -1,0 +1,35 @@
+"""Test setup: 4 XLA host devices (data parallelism on CPU), a private TFDS cache, shared fixtures."""
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # noqa: E402
+
+A5_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                      "data", "cs224n_a5")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("tfds_cache"))
+  os.environ["BIRTHJAX_CACHE"] = d
+  return d
+
+
+@pytest.fixture(scope="session")
+def a5_dir():
+  if not os.path.isfile(os.path.join(A5_DIR, "wiki.txt")):
+    pytest.skip("the A5 files are not in ../shared/data/cs224n_a5 (hermetic run)")
+  return A5_DIR
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+  from birthjax import synthetic
+  d = str(tmp_path_factory.mktemp("synthetic"))
+  synthetic.write(d, seed=0)
+  return d

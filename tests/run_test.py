@@ -1,0 +1,137 @@
+"""End-to-end: the real stages on the smoke preset and the synthetic world (4 host devices)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from birthjax import checkpoint, model, run
+from birthjax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "configs"))
+import vanilla  # noqa: E402
+
+
+def smoke_config(cache_dir, **overrides):
+  c = vanilla.get_config("smoke")
+  c.data.source, c.data.cache_dir = "synthetic", cache_dir
+  c.checkpoint_every = 2
+  for k, v in overrides.items():
+    section, _, field = k.rpartition(".")
+    (c[section] if section else c)[field] = v
+  return c
+
+
+def params_of(workdir, stage, config):
+  like = model.init_params(run.model_config(config), jax.random.key(0))
+  params, _ = checkpoint.restore_params(os.path.join(workdir, "checkpoints", stage), like)
+  return params
+
+
+def assert_same_tree(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.fixture(scope="module")
+def full_run(cache_dir, tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("full"))
+  config = smoke_config(cache_dir)
+  results = run.run(config, workdir)
+  return workdir, config, results
+
+
+def test_full_run_writes_everything(full_run):
+  workdir, config, results = full_run
+  with open(os.path.join(workdir, "results.json")) as f:
+    on_disk = json.load(f)
+  assert on_disk == results and on_disk["dev"]["total"] == 100
+  assert 0 <= on_disk["dev"]["correct"] <= 100
+  assert on_disk["dev"]["accuracy"] == pytest.approx(on_disk["dev"]["correct"])  # 100 questions
+  for split, n in (("dev", 100), ("test", 100)):
+    with open(os.path.join(workdir, f"{split}.predictions")) as f:
+      assert len(f.read().split("\n")) == n + 1
+  assert os.listdir(os.path.join(workdir, "tb", "pretrain"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["model"]["n_embd"] == config.model.n_embd
+  # pretrain: 600 documents / 128 = 5 steps; finetune after pretraining: 1 epoch of 400 / 256
+  assert checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", "pretrain")).latest_step() == 5
+  assert checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", "finetune")).latest_step() == 2
+
+
+def test_evaluate_from_init_from_reproduces_predictions(full_run, cache_dir, tmp_path):
+  workdir, _, results = full_run
+  config = smoke_config(cache_dir, stages="evaluate",
+                        init_from=os.path.join(workdir, "checkpoints", "finetune"))
+  assert run.run(config, str(tmp_path)) == results
+  for split in ("dev", "test"):
+    with open(os.path.join(workdir, f"{split}.predictions")) as a, \
+         open(os.path.join(tmp_path, f"{split}.predictions")) as b:
+      assert a.read() == b.read()
+
+
+def test_resume_is_bitwise_equal(full_run, cache_dir, tmp_path):
+  """Drop the last checkpoints of a finished run, rerun: it resumes and lands on the same params."""
+  workdir, config, _ = full_run
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(workdir, resumed)
+  for stage, keep in (("pretrain", 4), ("finetune", None)):
+    d = os.path.join(resumed, "checkpoints", stage)
+    for step in os.listdir(d):
+      if step.isdigit() and (keep is None or int(step) > keep):
+        shutil.rmtree(os.path.join(d, step))
+  run.run(config, resumed)
+  for stage in ("pretrain", "finetune"):
+    assert_same_tree(params_of(workdir, stage, config), params_of(resumed, stage, config))
+  with open(os.path.join(workdir, "dev.predictions")) as a, \
+       open(os.path.join(resumed, "dev.predictions")) as b:
+    assert a.read() == b.read()
+
+
+def test_other_config_over_existing_checkpoints_stops(full_run, cache_dir):
+  workdir, _, _ = full_run
+  config = smoke_config(cache_dir, **{"stages": "pretrain", "pretrain.learning_rate": 1e-3})
+  with pytest.raises(UserError, match="different configuration"):
+    run.run(config, workdir)
+
+
+def test_bad_stage_and_range_errors(cache_dir, tmp_path):
+  with pytest.raises(UserError, match="unknown stage 'pretrian'"):
+    run.run(smoke_config(cache_dir, stages="pretrian"), str(tmp_path))
+  with pytest.raises(UserError, match="model.n_head"):
+    run.run(smoke_config(cache_dir, **{"model.n_head": 3}), str(tmp_path))
+
+
+def _main(*args):
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_main_prints_full_parameter_count(tmp_path):
+  r = _main("--config=configs/vanilla.py", f"--workdir={tmp_path}", "--config.stages=")
+  assert r.returncode == 0, r.stderr
+  assert "number of parameters: 3323392" in r.stdout
+
+
+def test_main_missing_data_is_one_clear_line(tmp_path):
+  r = _main("--config=configs/vanilla.py", f"--workdir={tmp_path}",
+            f"--config.data.dir={tmp_path}/nowhere", f"--config.data.cache_dir={tmp_path}/c")
+  assert r.returncode == 1
+  assert "Traceback" not in r.stderr
+  lines = [l for l in r.stderr.splitlines() if l.startswith("error:")]
+  assert len(lines) == 1, r.stderr
+  assert "wiki.txt" in lines[0] and "nowhere" in lines[0]
+  assert "--config.data.dir" in lines[0] and "--config.data.source=synthetic" in lines[0]
+
+
+def test_london_baseline_on_a5(a5_dir):
+  r = subprocess.run([sys.executable, "-m", "birthjax.london_baseline", f"--data_dir={a5_dir}"],
+                     cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip() == "Correct: 25 out of 500: 5.0%"
