@@ -63,6 +63,8 @@ def read_finetune(data_dir: str, name: str = TRAIN) -> list[tuple[str, str]]:
       raise UserError(f"line {n} has {len(parts) - 1} tabs, expected exactly one "
                       "(question<TAB>answer)", f"{path}:{n}", "fix or remove that line")
     pairs.append((parts[0], parts[1]))
+  if not pairs:
+    raise UserError("the finetuning file is empty", path, "give at least one question<TAB>answer line")
   return pairs
 
 

@@ -18,12 +18,12 @@ def truncation_range(block_size: int) -> tuple[int, int]:
 def masked_length_range(n: int) -> tuple[int, int]:
   """Inclusive range of the masked span length for a truncated document of n characters.
 
-  Uniform on [n//8, 3n//8], at least 1 (0 for an empty document): mean ~ n/4, as the
-  handout asks.
+  Uniform on [round(n/8), round(3n/8)], at least 1 (0 for an empty document): mean ~ n/4,
+  as the handout asks.
   """
   if n == 0:
     return 0, 0
-  return max(1, n // 8), max(1, (3 * n) // 8)
+  return max(1, (n + 4) // 8), max(1, (3 * n + 4) // 8)
 
 
 def span_corrupt(doc: np.ndarray, rng: np.random.Generator, block_size: int):

@@ -33,9 +33,15 @@ def resolve_data_dir(data_cfg) -> str:
   if data_cfg.source == "a5":
     return data_cfg.dir
   if data_cfg.source == "synthetic":
-    d = os.path.join(os.path.expanduser(data_cfg.cache_dir), f"synthetic-{data_cfg.synthetic_seed}")
+    n = data_cfg.synthetic_people
+    if n < 6:
+      raise UserError(f"data.synthetic_people={n} is too small", "--config.data.synthetic_people",
+                      "use at least 6 (2/3 train, 1/6 dev, 1/6 test questions)")
+    d = os.path.join(os.path.expanduser(data_cfg.cache_dir),
+                     f"synthetic-{data_cfg.synthetic_seed}-{n}")
     if not os.path.isfile(os.path.join(d, corpus.TEST)):
-      synthetic.write(d, seed=data_cfg.synthetic_seed)
+      synthetic.write(d, seed=data_cfg.synthetic_seed, num_people=n, num_train=n * 2 // 3,
+                      num_dev=n // 6, num_test=n // 6)
     return d
   raise UserError(f"unknown data.source {data_cfg.source!r}", "--config.data.source",
                   "use 'a5' or 'synthetic'")

@@ -36,7 +36,8 @@ def get_config(preset=None):
       source="a5",  # 'a5': the four A5 files in data.dir; 'synthetic': the built-in world
       dir="data",  # folder holding wiki.txt, birth_places_train.tsv, birth_dev.tsv, birth_test_inputs.tsv
       cache_dir=os.environ.get("BIRTHJAX_CACHE", "~/.cache/birthjax"),  # TFDS ArrayRecord builds
-      synthetic_seed=0,
+      synthetic_seed=0,  # the synthetic world: its seed and number of people
+      synthetic_people=600,  # questions: 2/3 train, 1/6 dev, 1/6 test
   ))
   c.model = ml_collections.ConfigDict(dict(
       variant="vanilla",

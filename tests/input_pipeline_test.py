@@ -108,14 +108,14 @@ def test_shuffle_permutes_each_epoch_differently():
 
 
 def test_random_map_fresh_each_epoch_and_deterministic():
-  docs = [np.arange(2 + 50 * i, 2 + 50 * (i + 1), dtype=np.int32) for i in range(3)]
-  encode = lambda doc, rng: examples.span_corrupt(doc, rng, 32)
+  docs = [np.arange(2 + 200 * i, 2 + 200 * (i + 1), dtype=np.int32) for i in range(3)]
+  encode = lambda doc, rng: examples.span_corrupt(doc, rng, 128)
   make = lambda seed: input_pipeline.stage_batches(docs, encode, epochs=3, batch_size=3,
                                                    shuffle=False, seed=seed)
   ds = make(0)
   batches = [ds[i] for i in range(3)]
   for b in batches:  # no shuffle: doc i is row i in every epoch
-    assert b["x"].shape == (3, 31)
+    assert b["x"].shape == (3, 127)
     for i in range(3):
       s = np.concatenate([b["x"][i], b["y"][i, -1:]])
       assert np.count_nonzero(s == MASK) == 2
@@ -175,7 +175,7 @@ def test_finetune_and_pretrain_batches():
 
 def _cfg(cache_dir, source="a5", d=""):
   return ml_collections.ConfigDict(dict(source=source, dir=d, cache_dir=cache_dir,
-                                        synthetic_seed=0))
+                                        synthetic_seed=0, synthetic_people=600))
 
 
 def _copy_dir(src, dst):
@@ -257,7 +257,7 @@ def test_files_digest_tracks_content(synthetic_dir, tmp_path):
 
 def test_load_synthetic(cache_dir):
   data = input_pipeline.load(_cfg(cache_dir, "synthetic"), 128)
-  assert data.data_dir == os.path.join(cache_dir, "synthetic-0")
+  assert data.data_dir == os.path.join(cache_dir, "synthetic-0-600")
   files = synthetic.generate(seed=0)
   wiki = files["wiki.txt"].split("\n")
   assert len(data.documents) == 601 and len(data.documents[-1]) == 0
@@ -331,3 +331,19 @@ def test_load_finetune_longer_than_block(synthetic_dir, cache_dir):
     input_pipeline.load(_cfg(cache_dir, "a5", synthetic_dir), need - 1)
   assert "block_size" in e.value.line()
   assert e.value.where.startswith(os.path.join(synthetic_dir, corpus.TRAIN) + ":")
+
+
+def test_load_empty_train_file(synthetic_dir, cache_dir, tmp_path):
+  d = _copy_dir(synthetic_dir, str(tmp_path / "copy"))
+  path = _edit(d, corpus.TRAIN, lambda t: "")
+  with pytest.raises(UserError) as e:
+    input_pipeline.load(_cfg(cache_dir, "a5", d), 128)
+  assert path in e.value.line()
+
+
+def test_load_train_file_with_only_a_newline(synthetic_dir, cache_dir, tmp_path):
+  d = _copy_dir(synthetic_dir, str(tmp_path / "copy"))
+  path = _edit(d, corpus.TRAIN, lambda t: "\n")  # one empty line: no tab on line 1
+  with pytest.raises(UserError) as e:
+    input_pipeline.load(_cfg(cache_dir, "a5", d), 128)
+  assert e.value.where == f"{path}:1"
