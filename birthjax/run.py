@@ -151,7 +151,8 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
       continue
     correct, total = evaluate.score(preds, answers)
     results[split] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
-    print(f"{split}: {evaluate.report_line(correct, total)}")
+    print(f"{split}: predictions written to {os.path.join(workdir, split + '.predictions')}")
+    print(evaluate.report_line(correct, total))
   if jax.process_index() == 0:
     evaluate.write_results(os.path.join(workdir, "results.json"), results)
   return results
