@@ -27,6 +27,7 @@ class Data:
   finetune: list[tuple[np.ndarray, np.ndarray]]  # (question, answer) ids
   eval_sets: dict  # name -> (questions: list[str], answers: list[str] | None)
   data_dir: str
+  digest: str  # SHA-256 prefix of the four files
 
 
 def resolve_data_dir(data_cfg) -> str:
@@ -73,7 +74,7 @@ def load(data_cfg, block_size: int) -> Data:
       vocab.encode(r["text"], f"{path}:{i + 1}")
     answers = [r["answer"] for r in rows] if rows and rows[0]["has_answer"] else None
     eval_sets[split] = ([r["text"] for r in rows], answers)
-  return Data(vocab, documents, finetune, eval_sets, data_dir)
+  return Data(vocab, documents, finetune, eval_sets, data_dir, tfds_builders.files_digest(data_dir))
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:

@@ -90,7 +90,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
                          sharding.replicated(mesh))
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "init": init_source, "fingerprint": fingerprint(config.model.to_dict(), c.to_dict(),
-                                                          config.seed, data.data_dir, init_source,
+                                                          config.seed, data.digest, init_source,
                                                           epochs)}
   ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage))
   it = iter(batches.to_iter_dataset())
