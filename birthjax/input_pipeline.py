@@ -38,11 +38,16 @@ def resolve_data_dir(data_cfg) -> str:
     if n < 6:
       raise UserError(f"data.synthetic_people={n} is too small", "--config.data.synthetic_people",
                       "use at least 6 (2/3 train, 1/6 dev, 1/6 test questions)")
+    k = data_cfg.synthetic_phrasings or len(synthetic.TEMPLATES)
+    if not 1 <= k <= len(synthetic.TEMPLATES):
+      raise UserError(f"data.synthetic_phrasings={k} is out of range",
+                      "--config.data.synthetic_phrasings",
+                      f"use 1..{len(synthetic.TEMPLATES)} (0 means all)")
     d = os.path.join(os.path.expanduser(data_cfg.cache_dir),
-                     f"synthetic-{data_cfg.synthetic_seed}-{n}")
+                     f"synthetic-{data_cfg.synthetic_seed}-{n}-{k}")
     if not os.path.isfile(os.path.join(d, corpus.TEST)):
       synthetic.write(d, seed=data_cfg.synthetic_seed, num_people=n, num_train=n * 2 // 3,
-                      num_dev=n // 6, num_test=n // 6)
+                      num_dev=n // 6, num_test=n // 6, phrasings=k)
     return d
   raise UserError(f"unknown data.source {data_cfg.source!r}", "--config.data.source",
                   "use 'a5' or 'synthetic'")

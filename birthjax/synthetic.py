@@ -38,14 +38,17 @@ PROFESSIONS = ("painter", "journalist", "architect", "engineer", "poet", "actor"
                "economist", "chemist", "translator", "lawyer")
 # {n} full name, {s} surname, {b} birth city, {o} other city (never {b}),
 # {a} a/an, {p} profession, {y} birth year, {d} death year, {m} year of a move.
-# Template 0 is always used, so '?' and 'W' of the questions occur in wiki.txt.
+# Templates are ordered from the most direct statement of the birth place to the least;
+# `phrasings=k` uses the first k. Template 0 is always used, so the '?' and 'W' of the
+# questions occur in wiki.txt.
 TEMPLATES = (
-    "{n}. Born in {b}, {s} is {a} {p} who wrote Why {o}? in {m} .",
+    "{n}. {n} was born in {b} and wrote Why {o}? in {m} .",
     "{n}. {n} was born in {b} and worked as {a} {p} in {o} .",
-    "{n}. Born in {b}, {s} became {a} {p} and later lived in {o} .",
     "{n}. {n} (born {y} in {b}) is {a} {p} who lives in {o} .",
-    "{n}. {n} ({y} {b} - {d} {o}) was {a} {p} .",
     "{n}. {n} is {a} {p} born in {b} who moved to {o} in {m} .",
+    "{n}. {n} ({y} {b} - {d} {o}) was {a} {p} .",
+    "{n}. Born in {b}, {s} became {a} {p} and later lived in {o} .",
+    "{n}. Born in {b}, {s} is {a} {p} who wrote Why {o}? in {m} .",
 )
 MAX_LINE = 110
 
@@ -61,9 +64,14 @@ def _city_counts(num_people):
     return counts
 
 
-def generate(seed=0, num_people=600, num_train=400, num_dev=100, num_test=100):
-    """Returns {filename: exact file contents} for the four data files."""
+def generate(seed=0, num_people=600, num_train=400, num_dev=100, num_test=100, phrasings=None):
+    """Returns {filename: exact file contents} for the four data files.
+
+    phrasings: how many of TEMPLATES to use (default all); fewer is an easier world.
+    """
     assert num_train + num_dev + num_test <= num_people <= len(FIRST_NAMES) * len(SURNAMES)
+    templates = TEMPLATES[:phrasings or len(TEMPLATES)]
+    assert templates, "phrasings must be at least 1"
     rng = random.Random(seed)
     ids = rng.sample(range(len(FIRST_NAMES) * len(SURNAMES)), num_people)
     names = [(FIRST_NAMES[i // len(SURNAMES)], SURNAMES[i % len(SURNAMES)]) for i in ids]
@@ -73,7 +81,7 @@ def generate(seed=0, num_people=600, num_train=400, num_dev=100, num_test=100):
     for i, ((first, last), birth) in enumerate(zip(names, births)):
         prof = rng.choice(PROFESSIONS)
         year = rng.randint(1850, 1990)
-        lines.append(TEMPLATES[i % len(TEMPLATES)].format(
+        lines.append(templates[i % len(templates)].format(
             n=f"{first} {last}", s=last, b=birth,
             o=rng.choice([c for c in CITIES if c != birth]),
             a="an" if prof[0] in "aeiou" else "a", p=prof, y=year,

@@ -16,7 +16,7 @@ from birthjax import loss, model, optim, sharding
 
 def init_state(params, tx) -> dict:
   return {"params": params, "opt_state": tx.init(params),
-          "step": jnp.zeros((), jnp.int32), "tokens": jnp.zeros((), jnp.float32)}
+          "step": jnp.zeros((), jnp.int32), "tokens": jnp.zeros((), jnp.int32)}
 
 
 def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):

@@ -38,6 +38,7 @@ def get_config(preset=None):
       cache_dir=os.environ.get("BIRTHJAX_CACHE", "~/.cache/birthjax"),  # TFDS ArrayRecord builds
       synthetic_seed=0,  # the synthetic world: its seed and number of people
       synthetic_people=600,  # questions: 2/3 train, 1/6 dev, 1/6 test
+      synthetic_phrasings=0,  # how many biography phrasings (most direct first); 0: all 7
   ))
   c.model = ml_collections.ConfigDict(dict(
       variant="vanilla",

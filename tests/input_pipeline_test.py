@@ -150,7 +150,7 @@ def test_finetune_and_pretrain_batches():
       vocab=None, documents=[np.arange(2, 40, dtype=np.int32), np.zeros(0, np.int32)],
       finetune=[(np.array([5, 6, 7], np.int32), np.array([8, 9], np.int32)),
                 (np.array([10, 11], np.int32), np.array([12], np.int32))],
-      eval_sets={}, data_dir="")
+      eval_sets={}, data_dir="", digest="")
   cfg = ml_collections.ConfigDict(dict(batch_size=4, shuffle=False, epochs=2))
   ft = input_pipeline.finetune_batches(data, cfg, 1, block_size=10, seed=0, pad_to_multiple=4)
   assert len(ft) == 1
@@ -175,7 +175,8 @@ def test_finetune_and_pretrain_batches():
 
 def _cfg(cache_dir, source="a5", d=""):
   return ml_collections.ConfigDict(dict(source=source, dir=d, cache_dir=cache_dir,
-                                        synthetic_seed=0, synthetic_people=600))
+                                        synthetic_seed=0, synthetic_people=600,
+                                        synthetic_phrasings=0))
 
 
 def _copy_dir(src, dst):
@@ -257,7 +258,7 @@ def test_files_digest_tracks_content(synthetic_dir, tmp_path):
 
 def test_load_synthetic(cache_dir):
   data = input_pipeline.load(_cfg(cache_dir, "synthetic"), 128)
-  assert data.data_dir == os.path.join(cache_dir, "synthetic-0-600")
+  assert data.data_dir == os.path.join(cache_dir, "synthetic-0-600-7")
   files = synthetic.generate(seed=0)
   wiki = files["wiki.txt"].split("\n")
   assert len(data.documents) == 601 and len(data.documents[-1]) == 0
