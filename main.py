@@ -1,5 +1,6 @@
 """birthjax: `python main.py --config=configs/vanilla.py[:preset] [--workdir=W] [--config.x.y=v]`."""
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -19,6 +20,27 @@ def default_workdir() -> str:
   return os.path.join("runs", f"{name}-{preset}" if preset else name)
 
 
+def flag_error(e: Exception):
+  """A bad flag or config file as one `error:` line (the most specific line of the message)."""
+  lines = [l.strip() for l in str(e).replace("\\n", "\n").splitlines() if l.strip()]
+  errors = [i for i, l in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception): ", l)
+            or "Errno" in l]
+  detail = " ".join(lines[errors[-1]:] if errors else lines).replace("\\'", "'").strip("'")
+  if "Did you mean" in detail and not errors:  # an unknown --config.x.y field
+    detail = f"unknown config field {detail.replace(chr(39), '')}"
+  detail = detail or type(e).__name__
+  print(f"error: {detail} [command line: {' '.join(sys.argv[1:])}]; fix: correct that flag "
+        "(config fields are listed in configs/vanilla.py; flags in --helpfull)", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # flags.Error, or what a config file or override raised
+    flag_error(e)
+
+
 def main(argv):
   del argv
   import jax
@@ -30,11 +52,16 @@ def main(argv):
     jax.distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                                flags.FLAGS.process_id)
   try:
-    run.run(flags.FLAGS.config, flags.FLAGS.workdir or default_workdir())
+    config = flags.FLAGS.config
+    config.model  # the config file loads lazily: fail here, as a flag error
+  except Exception as e:
+    flag_error(e)
+  try:
+    run.run(config, flags.FLAGS.workdir or default_workdir())
   except UserError as e:
     print(e.line(), file=sys.stderr)
     sys.exit(1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
