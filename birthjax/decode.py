@@ -26,7 +26,7 @@ def _decode_batch(params, buf_BxW, len_B, *, model_cfg, steps):
     buf, lens = carry
     start = jnp.maximum(lens - t, 0)
     window = jax.vmap(lambda row, s: jax.lax.dynamic_slice(row, (s,), (t,)))(buf, start)
-    logits = net.apply({"params": params}, window)
+    logits = net.apply({"params": params}, window, lens - start)  # end: Perceiver-AR's window
     last = jnp.take_along_axis(logits, (lens - 1 - start)[:, None, None], axis=1)[:, 0]
     nxt = jnp.argmax(last, axis=-1).astype(buf.dtype)
     buf = jax.vmap(lambda row, i, v: row.at[i].set(v))(buf, lens, nxt)

@@ -41,6 +41,10 @@ def validate(config):
        "a positive divisor of model.n_embd"),
       (m.block_size >= 16, "model.block_size", "an integer >= 16 (span corruption needs room)"),
       (0.0 <= m.dropout < 1.0, "model.dropout", "a number in [0, 1)"),
+      (1 <= m.bottleneck_dim <= m.block_size, "model.bottleneck_dim",
+       "an integer in [1, model.block_size]"),
+      (m.variant != "perceiver" or m.n_layer >= 2, "model.n_layer",
+       "an integer >= 2 for the perceiver (down + up projection blocks)"),
   ]
   for stage in ("pretrain", "finetune"):
     c = config[stage]
@@ -58,7 +62,8 @@ def model_config(config, deterministic=True) -> model.ModelConfig:
   m = config.model
   return model.ModelConfig(vocab_size=m.vocab_size, variant=m.variant, n_layer=m.n_layer,
                            n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                           dropout=m.dropout, deterministic=deterministic)
+                           dropout=m.dropout, bottleneck_dim=m.bottleneck_dim,
+                           deterministic=deterministic)
 
 
 def fingerprint(*parts) -> str:

@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from birthjax import loss, model, optim, sharding
+from birthjax import loss, model, optim, perceiver, sharding
 
 
 def init_state(params, tx) -> dict:
@@ -24,9 +24,11 @@ def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
   net = model.build(model_cfg)
   rng = jax.random.fold_in(seed_key, state["step"])
 
+  end, targets = perceiver.training_window(model_cfg, batch["y"])
+
   def loss_fn(params):
-    logits = net.apply({"params": params}, batch["x"], rngs={"dropout": rng})
-    return loss.mean_cross_entropy(logits, batch["y"])
+    logits = net.apply({"params": params}, batch["x"], end, rngs={"dropout": rng})
+    return loss.mean_cross_entropy(logits, targets)
 
   value, grads = jax.value_and_grad(loss_fn)(state["params"])
   lr = base_lr * optim.lr_multiplier(state["tokens"], **schedule)

@@ -41,9 +41,10 @@ def get_config(preset=None):
       synthetic_phrasings=0,  # how many biography phrasings (most direct first); 0: all 7
   ))
   c.model = ml_collections.ConfigDict(dict(
-      variant="vanilla",
+      variant="vanilla",  # 'vanilla' | 'perceiver' (A5) | 'perceiver_ar'
       vocab_size=256,  # PAD, MASK + the 254 characters of the A5 wiki.txt
       n_layer=4, n_head=8, n_embd=256, block_size=128, dropout=0.1,
+      bottleneck_dim=64,  # m, latents of the perceiver variants (the reference's run.py: 32)
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128
   c.pretrain = stage(650, 128, 6e-3, final_tokens)

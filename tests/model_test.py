@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import model
+from birthjax import layers, model
 
 TINY = model.ModelConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=32, block_size=16)
 
@@ -199,7 +199,7 @@ def test_mlp_uses_exact_erf_gelu():
                 "bias": rng.normal(0, 0.5, (32,)).astype(np.float32)},
          "proj": {"kernel": rng.normal(0, 0.5, (32, 8)).astype(np.float32),
                   "bias": rng.normal(0, 0.5, (8,)).astype(np.float32)}}
-    out = np.asarray(model.MLP(cfg).apply({"params": p}, jnp.asarray(x)))
+    out = np.asarray(layers.MLP(cfg).apply({"params": p}, jnp.asarray(x)))
     h = x.astype(np.float64) @ p["fc"]["kernel"] + p["fc"]["bias"]
     want = _np_gelu_erf(h) @ p["proj"]["kernel"] + p["proj"]["bias"]
     tanh = _np_gelu_tanh(h) @ p["proj"]["kernel"] + p["proj"]["bias"]
