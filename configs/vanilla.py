@@ -58,12 +58,14 @@ def get_config(preset=None):
     c.finetune.update(epochs=1, epochs_from_scratch=1)
     c.checkpoint_every = 10
   elif preset == "quickstart":  # README quick start: the synthetic world, <= 5 min on 2 cores
-    c.data.source = "synthetic"
-    c.model.update(n_layer=2, n_head=4, n_embd=128, dropout=0.0)
-    c.pretrain.update(epochs=60, batch_size=64, learning_rate=3e-3, final_tokens=60 * 600 * 127,
+    c.data.update(source="synthetic", synthetic_people=150, synthetic_phrasings=3)
+    c.model.update(n_layer=2, n_head=4, n_embd=64, dropout=0.0)
+    # 300 epochs of 151 documents (5 steps each): the small model memorises the world
+    c.pretrain.update(epochs=300, batch_size=32, learning_rate=5e-3, final_tokens=5_715_000,
                       clamp_schedule=True)
-    c.finetune.update(epochs=20, epochs_from_scratch=20, batch_size=64, learning_rate=1e-3,
-                      final_tokens=20 * 400 * 127, clamp_schedule=True)
+    # a short finetune: longer ones memorise the 100 questions instead of learning to recall
+    c.finetune.update(epochs=10, epochs_from_scratch=10, batch_size=32, learning_rate=1e-3,
+                      final_tokens=254_000, clamp_schedule=True)
   elif preset:
     raise ValueError(f"unknown preset {preset!r}: use smoke or quickstart")
   return c
