@@ -100,12 +100,12 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
   ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage))
   it = iter(batches.to_iter_dataset())
   if ckpts.latest_step() is not None:
-    old = ckpts.meta()
-    if old.get("fingerprint") != meta["fingerprint"]:
+    old = ckpts.latest_meta() or {}
+    if old.get("fingerprint", meta["fingerprint"]) != meta["fingerprint"]:
       raise UserError(f"the workdir holds a {stage} checkpoint of a different configuration "
                       f"(model, {stage} settings, seed, data or initialisation)",
                       ckpts.directory, "use a new --workdir, or rerun with the original config")
-    state, data_state = ckpts.restore(state)
+    state, data_state, _ = ckpts.restore(state)
     it.set_state(data_state)
     print(f"{stage}: resumed from step {int(state['step'])} of {total}")
   seed_key = jax.random.key(seed)
@@ -183,7 +183,11 @@ def run(config, workdir: str):
                     f"set --config.model.vocab_size={len(data.vocab)} or more")
   current, source = None, "scratch"
   if config.init_from:
-    current, _ = checkpoint.restore_params(config.init_from, params)
+    if os.path.isfile(config.init_from):  # a reference .params file (torch.save of a state dict)
+      from birthjax import interop
+      current = jax.tree.map(jax.numpy.asarray, interop.load_torch_file(config.init_from, params))
+    else:
+      current, _ = checkpoint.restore_params(config.init_from, params)
     source = os.path.abspath(config.init_from)
   for stage in stages:
     if stage in ("pretrain", "finetune"):

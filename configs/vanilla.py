@@ -29,7 +29,7 @@ def get_config(preset=None):
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.stages = "pretrain,finetune,evaluate"  # comma-separated; '' builds the model and exits
-  c.init_from = ""  # a checkpoint folder (e.g. W/checkpoints/finetune) to start from
+  c.init_from = ""  # start from: a checkpoint folder (e.g. W/checkpoints/finetune) or a reference .params file
   c.checkpoint_every = 500  # steps; also at the end of every stage
 
   c.data = ml_collections.ConfigDict(dict(

@@ -135,3 +135,42 @@ def test_london_baseline_on_a5(a5_dir):
                      cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert r.returncode == 0, r.stderr
   assert r.stdout.strip() == "Correct: 25 out of 500: 5.0%"
+
+
+def _largest_file(d):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+def _corrupt(path, how):
+  with open(path, "r+b") as f:
+    if how == "truncate":
+      f.truncate(os.path.getsize(path) // 2)
+    else:  # flip one byte in the middle: orbax restores this silently
+      f.seek(os.path.getsize(path) // 2)
+      b = f.read(1)
+      f.seek(-1, 1)
+      f.write(bytes([b[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("how, item", [("flip", "params"), ("truncate", "train")])
+def test_corrupt_latest_checkpoint_falls_back(full_run, tmp_path, capsys, how, item):
+  workdir, config, _ = full_run
+  broken = str(tmp_path / "broken")
+  shutil.copytree(workdir, broken)
+  shutil.rmtree(os.path.join(broken, "checkpoints", "finetune"))
+  _corrupt(_largest_file(os.path.join(broken, "checkpoints", "pretrain", "5", item)), how)
+  run.run(config, broken)
+  assert "checkpoints/pretrain/5 is corrupt" in capsys.readouterr().out
+  for stage in ("pretrain", "finetune"):
+    assert_same_tree(params_of(workdir, stage, config), params_of(broken, stage, config))
+
+
+def test_no_intact_checkpoint_is_a_clear_error(full_run, tmp_path):
+  workdir, config, _ = full_run
+  broken = str(tmp_path / "broken")
+  shutil.copytree(workdir, broken)
+  for step in ("4", "5"):
+    _corrupt(_largest_file(os.path.join(broken, "checkpoints", "pretrain", step, "params")), "flip")
+  with pytest.raises(UserError, match="no intact checkpoint left"):
+    run.run(config, broken)
