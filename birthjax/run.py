@@ -120,9 +120,10 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
     writer.scalars(step, {"train/loss": m["loss"], "train/lr": m["lr"],
                           "train/grad_norm": m["grad_norm"], "train/tokens_per_s": m["tokens"] / elapsed})
     bar.set_postfix_str(f"loss {float(m['loss']):.5f} lr {float(m['lr']):.3e}", refresh=False)
-    if not np.isfinite(m["loss"]):
-      raise UserError(f"{stage} loss became {m['loss']} at step {step}", ckpts.directory,
-                      "lower the learning rate; the last good checkpoint is kept")
+    if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+      raise UserError(f"{stage} loss/gradient became non-finite (loss {m['loss']}, grad norm "
+                      f"{m['grad_norm']}) at step {step}", ckpts.directory,
+                      "lower the learning rate; the last good checkpoint is kept as the latest")
 
   for step in range(int(state["step"]), total):
     batch = sharding.put_batch(next(it), mesh)
@@ -132,6 +133,8 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
     pending, t0 = (m, step + 1), time.time()
     bar.update(1)
     if (step + 1) % every == 0 or step + 1 == total:
+      report(*pending)  # never save a step whose loss is not known to be finite
+      pending = None
       ckpts.save(state, it.get_state(), meta)
   if pending is not None:
     report(*pending)

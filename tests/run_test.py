@@ -174,3 +174,25 @@ def test_no_intact_checkpoint_is_a_clear_error(full_run, tmp_path):
     _corrupt(_largest_file(os.path.join(broken, "checkpoints", "pretrain", step, "params")), "flip")
   with pytest.raises(UserError, match="no intact checkpoint left"):
     run.run(config, broken)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_path, monkeypatch):
+  """Step 3 (1-based) reports a NaN loss: the run stops naming it; checkpoint 2 stays the latest."""
+  real = run.train.compile_train_step
+
+  def poisoned(*args, **kwargs):
+    step_fn = real(*args, **kwargs)
+
+    def wrapped(state, batch, key):
+      step = int(state["step"])  # read before the state is donated
+      new_state, m = step_fn(state, batch, key)
+      if step == 2:
+        m = dict(m, loss=m["loss"] * float("nan"))
+      return new_state, m
+    return wrapped
+
+  monkeypatch.setattr(run.train, "compile_train_step", poisoned)
+  with pytest.raises(UserError, match="non-finite .* at step 3"):
+    run.run(smoke_config(cache_dir, stages="pretrain"), str(tmp_path))
+  d = os.path.join(tmp_path, "checkpoints", "pretrain")
+  assert checkpoint.StageCheckpoints(d).latest_step() == 2
