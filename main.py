@@ -20,14 +20,39 @@ def default_workdir() -> str:
   return os.path.join("runs", f"{name}-{preset}" if preset else name)
 
 
+def _unknown_field(e: Exception, text: str):
+  """(field, flag) of an unknown --config.x.y override (ml_collections raises AttributeError
+  or KeyError naming the last key, sometimes with 'Did you mean'), else None."""
+  if not (isinstance(e, (AttributeError, KeyError)) or "Did you mean" in text):
+    return None
+  key = re.search(r"(\w+)", text)
+  for arg in sys.argv[1:] if key else ():
+    m = re.match(rf"--config\.((?:\w+\.)*{key.group(1)})(=|$)", arg)
+    if m:
+      field = m.group(1)
+      hint = re.search(r'Did you mean "(\w+)"', text)
+      if hint:
+        section = field.rpartition(".")[0]
+        field += f" (did you mean {section + '.' if section else ''}{hint.group(1)}?)"
+      return field, arg
+  return None
+
+
 def flag_error(e: Exception):
   """A bad flag or config file as one `error:` line (the most specific line of the message)."""
-  lines = [l.strip() for l in str(e).replace("\\n", "\n").splitlines() if l.strip()]
+  text = str(e).replace("\\n", "\n")
+  unknown = _unknown_field(e, text)
+  if unknown:
+    print(f"error: unknown config field {unknown[0]} [{unknown[1]}]; fix: correct the field name "
+          "(config fields are listed in configs/vanilla.py)", file=sys.stderr)
+    sys.exit(2)
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
   errors = [i for i, l in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception): ", l)
             or "Errno" in l]
-  detail = " ".join(lines[errors[-1]:] if errors else lines).replace("\\'", "'").strip("'")
-  if "Did you mean" in detail and not errors:  # an unknown --config.x.y field
-    detail = f"unknown config field {detail.replace(chr(39), '')}"
+  detail = " ".join(lines[errors[-1]:] if errors else lines).replace("\\'", "'").strip()
+  detail = re.sub(r"^[\w.]+(Error|Exception): ", "", detail)  # 'ValueError: x' -> 'x'
+  if len(detail) > 1 and detail[0] == detail[-1] and detail[0] in "'\"":
+    detail = detail[1:-1]
   detail = detail or type(e).__name__
   print(f"error: {detail} [command line: {' '.join(sys.argv[1:])}]; fix: correct that flag "
         "(config fields are listed in configs/vanilla.py; flags in --helpfull)", file=sys.stderr)

@@ -1,61 +1,201 @@
-"""Batched greedy decoding with full recompute, exactly the reference's `sample(..., sample=False)`.
+"""Batched greedy decoding, exactly the reference's `sample(..., sample=False)`.
 
-Every row of a batch is a prompt left-aligned in a buffer; each step runs the model on
-each row's last block_size tokens (the reference's crop), takes the argmax at the row's
-last position and appends it. The prediction is the text between the first and second
-MASK of the completion (to its end without a second MASK); the prompt ends with the first.
+The reference, per prompt: crop the sequence to its last block_size tokens, run the model,
+append the argmax at the last position, `steps` times. The prediction is the text between
+the first and second MASK of the completion (to its end without a second MASK); the
+prompt ends with the first.
+
+Two batched paths give the reference's tokens (rows are independent; the batch is
+sharded on the mesh's 'data' axis; each whole decode is one jitted call):
+
+* Full recompute (every variant): each prompt is left-aligned in a buffer and every step
+  runs the model on each row's last `w` tokens (positions restarting at 0, as the
+  reference's crop) and appends the argmax at the row's last position. With `w =
+  block_size` always (`bucket=False`) this is the original loop. Every variant's output
+  at position p depends only on inputs 0..p (vanilla and Perceiver-AR by their masks; the
+  A5 Perceiver because latent i sees inputs 0..i, the latent blocks are causal and
+  position p sees latents 0..p; Perceiver-AR's latent window, anchored at the row's end,
+  starts at max(end - m, 0) for any width >= end), so any window that still holds all of
+  a row's tokens gives the same logits. With `bucket=True` prompts are sorted by length
+  and batched, and each step uses the smallest width (a multiple of block_size / 8) that
+  holds the longest row of its batch, block_size once a row must be cropped.
+* KV cache (vanilla, the default there): the prompts are run once (prefill, causal: the
+  padding after a row's end changes nothing before it), each layer keeps the keys and
+  values of every position ([B, H, S, Dh]), and each further step runs only the newest
+  token of each row at its own position, attending to cached positions <= it. Positions
+  are absolute, so this cannot follow the reference's crop: only rows that never need it
+  (prompt_len + steps - 1 <= block_size) take this path, the others the full recompute.
+
+Both paths compute the reference's logits up to float rounding (sums over different
+lengths or in another order), so greedy tokens agree except at exact near-ties.
 """
 from __future__ import annotations
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from birthjax import examples, model, sharding
+from birthjax.layers import Block, ModelConfig
 from birthjax.vocab import MASK, Vocab
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "steps"))
-def _decode_batch(params, buf_BxW, len_B, *, model_cfg, steps):
+# ----------------------------------------------------------------------------- full recompute
+@functools.partial(jax.jit, static_argnames=("model_cfg", "phases"))
+def _decode_full(params, buf_BxW, len_B, *, model_cfg, phases):
+  """`phases`: ((width, n_steps), ...): n_steps steps on windows of `width` tokens each."""
   net = model.build(model_cfg)
-  t = model_cfg.block_size
 
-  def step(_, carry):
+  def step(w, _, carry):
     buf, lens = carry
-    start = jnp.maximum(lens - t, 0)
-    window = jax.vmap(lambda row, s: jax.lax.dynamic_slice(row, (s,), (t,)))(buf, start)
+    start = jnp.maximum(lens - w, 0)
+    window = jax.vmap(lambda row, s: jax.lax.dynamic_slice(row, (s,), (w,)))(buf, start)
     logits = net.apply({"params": params}, window, lens - start)  # end: Perceiver-AR's window
     last = jnp.take_along_axis(logits, (lens - 1 - start)[:, None, None], axis=1)[:, 0]
     nxt = jnp.argmax(last, axis=-1).astype(buf.dtype)
     buf = jax.vmap(lambda row, i, v: row.at[i].set(v))(buf, lens, nxt)
     return buf, lens + 1
 
-  buf, _ = jax.lax.fori_loop(0, steps, step, (buf_BxW, len_B))
-  return buf
+  carry = (buf_BxW, len_B)
+  for w, n in phases:
+    carry = jax.lax.fori_loop(0, n, functools.partial(step, w), carry)
+  return carry[0]
+
+
+def _phases(max_len: int, steps: int, block_size: int, quantum: int):
+  """Window widths per step: the longest row's length rounded up to `quantum`, at most
+  block_size (rows longer are cropped to it), grouped into runs of equal width."""
+  first = min(_round_up(max_len, quantum), block_size)  # rounded: fewer distinct compiles
+  phases = []
+  for s in range(steps):
+    w = min(_round_up(first + s, quantum), block_size)
+    if phases and phases[-1][0] == w:
+      phases[-1][1] += 1
+    else:
+      phases.append([w, 1])
+  return tuple((w, n) for w, n in phases)
+
+
+# ----------------------------------------------------------------------------- KV cache
+class _CachedGPT(nn.Module):
+  """model.GPT on Q new tokens per row at positions index_B..index_B+Q-1, with per-layer
+  caches ((k, v), ...) of S >= index + Q positions; returns (logits, updated caches).
+
+  Same parameters as model.GPT. With `last_B`, only that position's logits ([B, 1, V]).
+  """
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, idx_BxQ, index_B, caches, last_B=None):
+    c, q_len, s_len = self.cfg, idx_BxQ.shape[1], caches[0][0].shape[2]
+    pos_BxQ = index_B[:, None] + jnp.arange(q_len)[None, :]
+    x_BxQxD = model.embed(self, c, idx_BxQ, pos_BxQ)
+    mask_Bx1xQxS = (jnp.arange(s_len)[None, None, :] <= pos_BxQ[:, :, None])[:, None]
+    new = []
+    for i in range(c.n_layer):
+      k, v = caches[i]
+      x_BxQxD, kv = Block(c, name=f"blocks_{i}")(x_BxQxD, mask_Bx1xQxS, cache=(k, v, index_B))
+      new.append(kv)
+    if last_B is not None:
+      x_BxQxD = jnp.take_along_axis(x_BxQxD, last_B[:, None, None], axis=1)
+    return model.head(c, x_BxQxD), tuple(new)
+
+
+@functools.partial(jax.jit, static_argnames=("model_cfg", "steps", "cache_len"))
+def _decode_cached(params, prompt_BxP, len_B, *, model_cfg, steps, cache_len):
+  """[B, steps] greedy tokens of vanilla GPT with a KV cache of cache_len positions
+  (>= every row's len + steps - 1): one prefill of the prompts, then one token a step."""
+  c = model_cfg
+  net = _CachedGPT(c)
+  b = prompt_BxP.shape[0]
+  dtype = params["blocks_0"]["attn"]["key"]["kernel"].dtype
+  zeros = jnp.zeros((b, c.n_head, cache_len, c.n_embd // c.n_head), dtype)
+  caches = tuple((zeros, zeros) for _ in range(c.n_layer))
+  apply = lambda *a, **kw: net.apply({"params": params}, *a, **kw)
+  logits, caches = apply(prompt_BxP, jnp.zeros_like(len_B), caches, last_B=len_B - 1)
+  tok_B = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+  out_BxN = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(tok_B)
+
+  def step(s, carry):
+    tok_B, caches, out_BxN = carry
+    logits, caches = apply(tok_B[:, None], len_B + s - 1, caches)  # tok_B sits at len + s - 1
+    tok_B = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
+    return tok_B, caches, jax.lax.dynamic_update_slice(out_BxN, tok_B[:, None], (0, s))
+
+  return jax.lax.fori_loop(1, steps, step, (tok_B, caches, out_BxN))[2]
+
+
+# ----------------------------------------------------------------------------- host side
+def _round_up(x: int, q: int) -> int:
+  return -(-x // q) * q
+
+
+def _rows(n: int, batch_size: int, multiple: int) -> int:
+  """Rows of a bucketed batch holding n prompts: multiple * a power of two (few shapes)."""
+  per_device = -(-n // multiple)
+  return min(batch_size, multiple * (1 << (per_device - 1).bit_length()))
 
 
 def greedy_generate(params, model_cfg, prompts, *, steps: int = 32, batch_size: int = 512,
-                    mesh=None) -> list[np.ndarray]:
-  """The `steps` greedy continuation ids of each prompt (a list of int arrays)."""
+                    mesh=None, use_cache: bool | None = None,
+                    bucket: bool = True) -> list[np.ndarray]:
+  """The `steps` greedy continuation ids of each prompt (a list of int arrays).
+
+  use_cache: KV-cache decoding (vanilla only; default: on for vanilla) of the rows that
+    need no crop. bucket: sort prompts by length, size batches and windows/caches to
+    them. use_cache=False, bucket=False is the original full-recompute loop.
+  """
+  if use_cache is None:
+    use_cache = model_cfg.variant == "vanilla"
+  if use_cache and model_cfg.variant != "vanilla":
+    raise ValueError(f"the KV cache is for the vanilla GPT, not {model_cfg.variant!r}")
+  prompts = [np.asarray(p) for p in prompts]
+  if any(len(p) == 0 for p in prompts):
+    raise ValueError("empty prompt")
+  if not prompts or steps == 0:
+    return [np.zeros(0, np.int32) for _ in prompts]
   mesh = mesh or sharding.make_mesh()
   params = jax.device_put(params, sharding.replicated(mesh))
   multiple = mesh.size
   batch_size = -(-min(batch_size, len(prompts)) // multiple) * multiple
-  width = max(model_cfg.block_size, max(len(p) for p in prompts)) + steps
-  width = -(-width // 64) * 64  # few distinct shapes, few compiles
-  out = []
-  for lo in range(0, len(prompts), batch_size):
-    chunk = prompts[lo:lo + batch_size]
-    buf = np.zeros((batch_size, width), np.int32)
-    lens = np.ones(batch_size, np.int32)  # padding rows: a 1-token dummy prompt
-    for i, p in enumerate(chunk):
-      buf[i, :len(p)], lens[i] = p, len(p)
-    arrays = sharding.put_batch({"buf": buf, "lens": lens}, mesh)
-    res = np.asarray(jax.device_get(_decode_batch(params, arrays["buf"], arrays["lens"],
-                                                  model_cfg=model_cfg, steps=steps)))
-    out += [res[i, len(p):len(p) + steps] for i, p in enumerate(chunk)]
+  t = model_cfg.block_size
+  quantum = max(1, t // 8) if bucket else t  # quantum t: always block_size wide
+  order = list(range(len(prompts)))
+  if bucket:
+    order.sort(key=lambda i: len(prompts[i]))
+  fits = [use_cache and len(prompts[i]) + steps - 1 <= t for i in order]
+  out = [None] * len(prompts)
+  for cached in (True, False):
+    rows = [i for i, f in zip(order, fits) if f == cached]
+    for lo in range(0, len(rows), batch_size):
+      chunk = rows[lo:lo + batch_size]
+      b = _rows(len(chunk), batch_size, multiple) if bucket else batch_size
+      max_len = max(len(prompts[i]) for i in chunk)
+      if cached:
+        width = min(_round_up(max_len, quantum), t)
+        cache_len = min(_round_up(width + steps - 1, quantum), t)
+      else:
+        width = _round_up(max(t, max_len) + steps, 64)  # few distinct shapes, few compiles
+      buf = np.zeros((b, width), np.int32)
+      lens = np.ones(b, np.int32)  # padding rows: a 1-token dummy prompt
+      for j, i in enumerate(chunk):
+        buf[j, :len(prompts[i])], lens[j] = prompts[i], len(prompts[i])
+      arrays = sharding.put_batch({"buf": buf, "lens": lens}, mesh)
+      if cached:
+        res = _decode_cached(params, arrays["buf"], arrays["lens"], model_cfg=model_cfg,
+                             steps=steps, cache_len=cache_len)
+        res = np.asarray(jax.device_get(res))
+        for j, i in enumerate(chunk):
+          out[i] = res[j]
+      else:
+        res = _decode_full(params, arrays["buf"], arrays["lens"], model_cfg=model_cfg,
+                           phases=_phases(max_len, steps, t, quantum))
+        res = np.asarray(jax.device_get(res))
+        for j, i in enumerate(chunk):
+          out[i] = res[j, len(prompts[i]):len(prompts[i]) + steps]
   return out
 
 
@@ -66,7 +206,9 @@ def answer_from_generated(generated) -> list[int]:
 
 
 def predict(params, model_cfg, vocab: Vocab, questions, *, steps: int = 32,
-            batch_size: int = 512, mesh=None) -> list[str]:
+            batch_size: int = 512, mesh=None, use_cache: bool | None = None,
+            bucket: bool = True) -> list[str]:
   prompts = [examples.prompt(vocab.encode(q)) for q in questions]
-  gen = greedy_generate(params, model_cfg, prompts, steps=steps, batch_size=batch_size, mesh=mesh)
+  gen = greedy_generate(params, model_cfg, prompts, steps=steps, batch_size=batch_size, mesh=mesh,
+                        use_cache=use_cache, bucket=bucket)
   return [vocab.decode(answer_from_generated(g)) for g in gen]

@@ -1,8 +1,11 @@
 """Exact-match scoring, predictions files and results.json (each written then renamed)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+
+from birthjax.errors import UserError
 
 
 def score(predictions, answers) -> tuple[int, int]:
@@ -16,10 +19,25 @@ def report_line(correct: int, total: int) -> str:
 
 
 def atomic_write(path: str, text: str):
+  """Write `text` to a temporary file beside `path`, then rename it over `path`: a failed
+  write (disk full, no permission) leaves the previous file intact and no temporary file,
+  and is a UserError."""
   tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except OSError as e:
+    try:
+      os.remove(tmp)
+    except OSError:
+      pass
+    full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+    kept = " (the previous file is kept)" if os.path.exists(path) else ""
+    raise UserError(f"cannot write {os.path.basename(path)}: {e.strerror or e}{kept}",
+                    os.path.abspath(path),
+                    "free some disk space, or use another --workdir" if full else
+                    "make that folder writable, or use another --workdir") from None
 
 
 def write_predictions(path: str, predictions):

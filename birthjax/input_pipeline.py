@@ -15,7 +15,7 @@ import os
 import grain
 import numpy as np
 
-from birthjax import corpus, examples, synthetic, tfds_builders
+from birthjax import corpus, examples, packing, synthetic, tfds_builders
 from birthjax.errors import UserError
 from birthjax.vocab import Vocab
 
@@ -46,39 +46,86 @@ def resolve_data_dir(data_cfg) -> str:
     d = os.path.join(os.path.expanduser(data_cfg.cache_dir),
                      f"synthetic-{data_cfg.synthetic_seed}-{n}-{k}")
     if not os.path.isfile(os.path.join(d, corpus.TEST)):
-      synthetic.write(d, seed=data_cfg.synthetic_seed, num_people=n, num_train=n * 2 // 3,
-                      num_dev=n // 6, num_test=n // 6, phrasings=k)
+      try:
+        synthetic.write(d, seed=data_cfg.synthetic_seed, num_people=n, num_train=n * 2 // 3,
+                        num_dev=n // 6, num_test=n // 6, phrasings=k)
+      except OSError as e:
+        raise UserError(f"cannot write the synthetic world ({e.strerror or e})", os.path.abspath(d),
+                        "set --config.data.cache_dir (or $BIRTHJAX_CACHE) to a writable folder"
+                        ) from None
     return d
   raise UserError(f"unknown data.source {data_cfg.source!r}", "--config.data.source",
                   "use 'a5' or 'synthetic'")
 
 
-def load(data_cfg, block_size: int) -> Data:
-  data_dir = resolve_data_dir(data_cfg)
-  src = tfds_builders.data_sources(data_dir, data_cfg.cache_dir)
-  docs = [src["wiki"][i]["text"] for i in range(len(src["wiki"]))]
+def _encode_all(data_dir, docs, train_pairs, eval_questions, block_size: int, vocab_size=None):
+  """The vocabulary and the encoded documents and finetuning pairs, checking every rule that
+  a file's content can break (characters outside the vocabulary, lines too long)."""
   vocab = Vocab.from_documents(docs)
+  if vocab_size is not None and len(vocab) > vocab_size:
+    raise UserError(f"the data's vocabulary has {len(vocab)} characters, more than "
+                    f"model.vocab_size={vocab_size}", data_dir,
+                    f"set --config.model.vocab_size={len(vocab)} or more")
   wiki_path = os.path.join(data_dir, corpus.WIKI)
   documents = [vocab.encode(d, f"{wiki_path}:{i + 1}") for i, d in enumerate(docs)]
   train_path = os.path.join(data_dir, corpus.TRAIN)
   finetune = []
-  for i in range(len(src["train"])):
-    r = src["train"][i]
+  for i, (question, answer) in enumerate(train_pairs):
     where = f"{train_path}:{i + 1}"
-    q, a = vocab.encode(r["text"], where), vocab.encode(r["answer"], where)
+    q, a = vocab.encode(question, where), vocab.encode(answer, where)
     if len(q) + len(a) + 2 > block_size:
       raise UserError(f"question+answer is {len(q) + len(a) + 2} characters with the two MASKs, "
                       f"more than block_size {block_size}", where,
                       "shorten the line or raise --config.model.block_size")
     finetune.append((q, a))
-  eval_sets = {}
-  for split, name in (("dev", corpus.DEV), ("test", corpus.TEST)):
-    rows = [src[split][i] for i in range(len(src[split]))]
+  # evaluation questions longer than block_size are fine: decoding crops to the last
+  # block_size characters, as the reference does
+  for name, questions in eval_questions.items():  # fail early on characters outside the vocabulary
     path = os.path.join(data_dir, name)
-    for i, r in enumerate(rows):  # fail early on characters outside the vocabulary
-      vocab.encode(r["text"], f"{path}:{i + 1}")
+    for i, q in enumerate(questions):
+      vocab.encode(q, f"{path}:{i + 1}")
+  return vocab, documents, finetune
+
+
+def make_cache_dir(cache_dir: str) -> str:
+  path = os.path.expanduser(cache_dir)
+  fix = "set --config.data.cache_dir (or $BIRTHJAX_CACHE) to a writable folder"
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError("the data cache folder exists and is not a folder", os.path.abspath(path), fix)
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create the data cache folder ({e.strerror or e})", os.path.abspath(path),
+                    fix) from None
+  return path
+
+
+def check_data(data_cfg, block_size: int, vocab_size: int | None = None) -> str:
+  """Parse and check the four files (no TFDS; nothing written but the cache folder and the
+  synthetic world): bad data fails with its UserError before any model is built. Returns
+  the data folder."""
+  make_cache_dir(data_cfg.cache_dir)
+  data_dir = resolve_data_dir(data_cfg)
+  eval_questions = {name: corpus.read_eval(data_dir, name)[0] for name in (corpus.DEV, corpus.TEST)}
+  _encode_all(data_dir, corpus.read_wiki(data_dir), corpus.read_finetune(data_dir), eval_questions,
+              block_size, vocab_size)
+  return data_dir
+
+
+def load(data_cfg, block_size: int) -> Data:
+  make_cache_dir(data_cfg.cache_dir)
+  data_dir = resolve_data_dir(data_cfg)
+  src = tfds_builders.data_sources(data_dir, data_cfg.cache_dir)
+  docs = [src["wiki"][i]["text"] for i in range(len(src["wiki"]))]
+  train = [(r["text"], r["answer"]) for r in (src["train"][i] for i in range(len(src["train"])))]
+  eval_sets = {}
+  for split in ("dev", "test"):
+    rows = [src[split][i] for i in range(len(src[split]))]
     answers = [r["answer"] for r in rows] if rows and rows[0]["has_answer"] else None
     eval_sets[split] = ([r["text"] for r in rows], answers)
+  vocab, documents, finetune = _encode_all(
+      data_dir, docs, train, {corpus.DEV: eval_sets["dev"][0], corpus.TEST: eval_sets["test"][0]},
+      block_size)
   return Data(vocab, documents, finetune, eval_sets, data_dir, tfds_builders.files_digest(data_dir))
 
 
@@ -87,12 +134,13 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def stage_batches(records, encode, *, epochs: int, batch_size: int, shuffle: bool,
-                  seed: int, pad_to_multiple: int = 1) -> grain.MapDataset:
+                  seed: int, pad_to_multiple: int = 1, pack: bool = False) -> grain.MapDataset:
   """MapDataset of batches {'x','y': [B, T-1] int32, 'row_mask': [B] bool}, one per step.
 
   `encode(record, rng) -> (x, y)`. Batches are padded with all-PAD rows (row_mask False)
   to a multiple of `pad_to_multiple` (the device count): they add nothing to the loss
-  or to the token count.
+  or to the token count. With `pack`, the batch's examples are packed into fewer rows
+  (birthjax.packing; a multiple of 8 and of `pad_to_multiple`).
   """
   n = len(records)
   ds = grain.MapDataset.source(records)
@@ -110,19 +158,21 @@ def stage_batches(records, encode, *, epochs: int, batch_size: int, shuffle: boo
     x = np.zeros((padded, len(xs[0])), np.int32)
     y = np.zeros_like(x)
     x[:rows], y[:rows] = np.stack(xs), np.stack(ys)
-    return {"x": x, "y": y, "row_mask": np.arange(padded) < rows}
+    batch = {"x": x, "y": y, "row_mask": np.arange(padded) < rows}
+    return packing.pack(batch, math.lcm(8, pad_to_multiple)) if pack else batch
 
   return grain.MapDataset.range(epochs * spe).map(make_batch)
 
 
-def pretrain_batches(data: Data, cfg, *, block_size: int, seed: int, pad_to_multiple: int = 1):
+def pretrain_batches(data: Data, cfg, *, block_size: int, seed: int, pad_to_multiple: int = 1,
+                     pack: bool = False):
   encode = lambda doc, rng: examples.span_corrupt(doc, rng, block_size)
   return stage_batches(data.documents, encode, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple)
+                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple, pack=pack)
 
 
 def finetune_batches(data: Data, cfg, epochs: int, *, block_size: int, seed: int,
-                     pad_to_multiple: int = 1):
+                     pad_to_multiple: int = 1, pack: bool = False):
   encode = lambda qa, rng: examples.qa_example(qa[0], qa[1], block_size)
   return stage_batches(data.finetune, encode, epochs=epochs, batch_size=cfg.batch_size,
-                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple)
+                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple, pack=pack)

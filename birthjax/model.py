@@ -20,15 +20,16 @@ from birthjax.layers import Block, Dense, Dropout, LayerNorm, ModelConfig, init_
 __all__ = ["ModelConfig", "GPT", "build", "init_params", "param_count", "VARIANTS"]
 
 
-def embed(module: nn.Module, cfg: ModelConfig, idx_BxT):
-  """Token + learned position embeddings (positions 0..T-1), then dropout.
+def embed(module: nn.Module, cfg: ModelConfig, idx_BxT, positions_BxT=None):
+  """Token + learned position embeddings (positions 0..T-1, or given), then dropout.
 
   Called inside a variant's compact __call__, so `tok_emb` and `pos_emb` are top-level
   parameters of every variant, as in the reference.
   """
   tok_BxTxD = nn.Embed(cfg.vocab_size, cfg.n_embd, embedding_init=init_normal, name="tok_emb")(idx_BxT)
   pos_1xLxD = module.param("pos_emb", nn.initializers.zeros, (1, cfg.block_size, cfg.n_embd))
-  return Dropout(cfg)(tok_BxTxD + pos_1xLxD[:, :idx_BxT.shape[1]])
+  pos = pos_1xLxD[:, :idx_BxT.shape[1]] if positions_BxT is None else pos_1xLxD[0][positions_BxT]
+  return Dropout(cfg)(tok_BxTxD + pos)
 
 
 def head(cfg: ModelConfig, x_BxTxD):
@@ -40,13 +41,18 @@ class GPT(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, idx_BxT, end_B=None):
+  def __call__(self, idx_BxT, end_B=None, *, positions_BxT=None, segments_BxT=None):
+    """Packed rows (birthjax.packing) give positions and segments: attention stays causal
+    and inside each segment."""
     del end_B
     c = self.cfg
-    x_BxTxD = embed(self, c, idx_BxT)
-    mask_TxT = attention.causal_mask(idx_BxT.shape[1])
+    x_BxTxD = embed(self, c, idx_BxT, positions_BxT)
+    mask = attention.causal_mask(idx_BxT.shape[1])
+    if segments_BxT is not None:
+      same_BxTxT = segments_BxT[:, :, None] == segments_BxT[:, None, :]
+      mask = (mask & same_BxTxT)[:, None]  # [B, 1, T, T]
     for i in range(c.n_layer):
-      x_BxTxD = Block(c, name=f"blocks_{i}")(x_BxTxD, mask_TxT)
+      x_BxTxD = Block(c, name=f"blocks_{i}")(x_BxTxD, mask)
     return head(c, x_BxTxD)
 
 

@@ -33,29 +33,47 @@ def parse_stages(stages: str) -> list[str]:
 
 
 def validate(config):
-  m = config.model
+  """Config values that cannot work: a UserError naming the flag, before anything is built or
+  written. Each check: (ok, field, what is wrong or None for 'out of range', how to fix)."""
+  m, d = config.model, config.data
+  value = lambda field: config[field.split(".")[0]][field.split(".")[1]]
+  perceiver = m.variant in ("perceiver", "perceiver_ar")
   checks = [
-      (m.variant in model.VARIANTS, "model.variant", f"one of {sorted(model.VARIANTS)}"),
-      (m.n_layer >= 1, "model.n_layer", "an integer >= 1"),
-      (m.n_head >= 1 and m.n_embd % m.n_head == 0, "model.n_head",
-       "a positive divisor of model.n_embd"),
-      (m.block_size >= 16, "model.block_size", "an integer >= 16 (span corruption needs room)"),
-      (0.0 <= m.dropout < 1.0, "model.dropout", "a number in [0, 1)"),
-      (1 <= m.bottleneck_dim <= m.block_size, "model.bottleneck_dim",
-       "an integer in [1, model.block_size]"),
-      (m.variant != "perceiver" or m.n_layer >= 2, "model.n_layer",
-       "an integer >= 2 for the perceiver (down + up projection blocks)"),
+      (m.variant in model.VARIANTS, "model.variant", f"unknown model.variant {m.variant!r}",
+       f"use one of {', '.join(model.VARIANTS)}"),
+      (d.source in ("a5", "synthetic"), "data.source", f"unknown data.source {d.source!r}",
+       "use 'a5' (the four files in --config.data.dir) or 'synthetic'"),
+      (m.n_layer >= 1, "model.n_layer", None, "use an integer >= 1"),
+      (m.n_embd >= 1, "model.n_embd", None, "use an integer >= 1"),
+      (m.n_head >= 1, "model.n_head", None, "use a positive divisor of model.n_embd"),
+      (m.n_head < 1 or m.n_embd % m.n_head == 0, "model.n_head",
+       f"model.n_embd={m.n_embd} is not divisible by model.n_head={m.n_head}",
+       f"use a model.n_head that divides {m.n_embd}, or change model.n_embd"),
+      (m.block_size >= 16, "model.block_size", None,
+       "use an integer >= 16 (span corruption needs room)"),
+      (0.0 <= m.dropout < 1.0, "model.dropout", None, "use a number in [0, 1)"),
+      (not perceiver or m.bottleneck_dim >= 1, "model.bottleneck_dim", None, "use an integer >= 1"),
+      (not perceiver or m.bottleneck_dim <= m.block_size, "model.bottleneck_dim",
+       f"model.bottleneck_dim={m.bottleneck_dim} is larger than model.block_size={m.block_size}",
+       f"use a model.bottleneck_dim in [1, {m.block_size}], or raise model.block_size"),
+      (m.variant != "perceiver" or m.n_layer >= 2, "model.n_layer", None,
+       "use an integer >= 2 for the perceiver (down + up projection blocks)"),
+      (config.eval.steps >= 0, "eval.steps", None, "use an integer >= 0"),
+      (config.eval.batch_size >= 1, "eval.batch_size", None, "use an integer >= 1"),
+      (config.finetune.epochs_from_scratch >= 0, "finetune.epochs_from_scratch", None,
+       "use an integer >= 0"),
   ]
   for stage in ("pretrain", "finetune"):
     c = config[stage]
-    checks += [(c.batch_size >= 1, f"{stage}.batch_size", "an integer >= 1"),
-               (c.learning_rate > 0, f"{stage}.learning_rate", "a positive number"),
-               (c.epochs >= 0, f"{stage}.epochs", "an integer >= 0"),
-               (c.decay_rule in ("a5", "clean"), f"{stage}.decay_rule", "'a5' or 'clean'")]
-  for ok, field, want in checks:
+    checks += [(c.batch_size >= 1, f"{stage}.batch_size", None, "use an integer >= 1"),
+               (c.learning_rate > 0, f"{stage}.learning_rate", None, "use a positive number"),
+               (c.epochs >= 0, f"{stage}.epochs", None, "use an integer >= 0"),
+               (c.decay_rule in ("a5", "clean"), f"{stage}.decay_rule",
+                f"unknown {stage}.decay_rule {c.decay_rule!r}", "use 'a5' or 'clean'")]
+  for ok, field, what, fix in checks:
     if not ok:
-      raise UserError(f"config value {field}={config[field.split('.')[0]][field.split('.')[1]]!r} "
-                      "is out of range", f"--config.{field}", f"use {want}")
+      raise UserError(what or f"config value {field}={value(field)!r} is out of range",
+                      f"--config.{field}", fix)
 
 
 def model_config(config, deterministic=True) -> model.ModelConfig:
@@ -76,14 +94,15 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
   c = config[stage]
   block = config.model.block_size
   seed = config.seed + (0 if stage == "pretrain" else 1)
+  pack = config.pack and config.model.variant == "vanilla"  # the perceivers need whole rows
   if stage == "pretrain":
     epochs = c.epochs
     batches = input_pipeline.pretrain_batches(data, c, block_size=block, seed=seed,
-                                              pad_to_multiple=mesh.size)
+                                              pad_to_multiple=mesh.size, pack=pack)
   else:
     epochs = c.epochs if init_source != "scratch" else c.epochs_from_scratch
     batches = input_pipeline.finetune_batches(data, c, epochs, block_size=block, seed=seed,
-                                              pad_to_multiple=mesh.size)
+                                              pad_to_multiple=mesh.size, pack=pack)
   total = len(batches)
   model_cfg = model_config(config, deterministic=False)
   opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
@@ -95,7 +114,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
                          sharding.replicated(mesh))
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "init": init_source, "fingerprint": fingerprint(config.model.to_dict(), c.to_dict(),
-                                                          config.seed, data.digest, init_source,
+                                                          config.seed, data.digest, init_source, pack,
                                                           epochs)}
   ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage))
   it = iter(batches.to_iter_dataset())
@@ -168,9 +187,28 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
 
 # ----------------------------------------------------------------------------- driver
 def run(config, workdir: str):
+  # bad input fails here, with one UserError, before a model is built or the workdir written
   validate(config)
   stages = parse_stages(config.stages)
-  os.makedirs(workdir, exist_ok=True)
+  if config.init_from and not os.path.exists(config.init_from):
+    raise UserError("init_from points to nothing", os.path.abspath(config.init_from),
+                    "point --config.init_from at a stage folder such as W/checkpoints/finetune "
+                    "or a reference .params file, or leave it empty")
+  finetuned = os.path.join(workdir, "checkpoints", "finetune")
+  if stages[:1] == ["evaluate"] and not config.init_from and not os.path.isdir(finetuned):
+    raise UserError("nothing to evaluate: no finetune checkpoint in the workdir",
+                    os.path.abspath(finetuned),
+                    "run the finetune stage first, or set --config.init_from")
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError("the workdir exists and is not a folder", os.path.abspath(workdir),
+                    "pass --workdir a folder (new or existing), or move that file away")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise UserError(f"cannot create the workdir ({e.strerror or e})", os.path.abspath(workdir),
+                    "pass --workdir a path where a folder can be created") from None
+  if stages:  # parse and check the four files (the TFDS cache is built later, by load)
+    input_pipeline.check_data(config.data, config.model.block_size, config.model.vocab_size)
   if jax.process_index() == 0:
     evaluate.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   mesh = sharding.make_mesh()

@@ -20,14 +20,20 @@ def init_state(params, tx) -> dict:
 
 
 def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
-  """One AdamW step on a batch {'x','y': [B, T], 'row_mask': [B]} -> (state, metrics)."""
+  """One AdamW step on a batch {'x','y': [B, T], 'row_mask': [B]} -> (state, metrics).
+
+  A packed batch (birthjax.packing) has 'segments', 'positions' and 'row_examples' instead
+  of 'row_mask'.
+  """
   net = model.build(model_cfg)
   rng = jax.random.fold_in(seed_key, state["step"])
 
   end, targets = perceiver.training_window(model_cfg, batch["y"])
+  packed = {} if "segments" not in batch else {
+      "positions_BxT": batch["positions"], "segments_BxT": batch["segments"]}
 
   def loss_fn(params):
-    logits = net.apply({"params": params}, batch["x"], end, rngs={"dropout": rng})
+    logits = net.apply({"params": params}, batch["x"], end, rngs={"dropout": rng}, **packed)
     return loss.mean_cross_entropy(logits, targets)
 
   value, grads = jax.value_and_grad(loss_fn)(state["params"])
@@ -35,7 +41,9 @@ def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
   opt_state = optim.set_lr(state["opt_state"], lr)
   updates, opt_state = tx.update(grads, opt_state, state["params"])
   params = jax.tree.map(jnp.add, state["params"], updates)
-  n_tokens = jnp.sum(batch["row_mask"]) * batch["y"].shape[1]
+  # the reference counts every target position of its (unpacked) rows, PAD included
+  examples = batch["row_examples"] if "row_examples" in batch else batch["row_mask"]
+  n_tokens = jnp.sum(examples) * batch["y"].shape[1]
   new_state = {"params": params, "opt_state": opt_state, "step": state["step"] + 1,
                "tokens": state["tokens"] + n_tokens}
   metrics = {"loss": value, "lr": lr, "tokens": n_tokens,

@@ -53,4 +53,7 @@ class Vocab:
     return out
 
   def decode(self, ids) -> str:
-    return "".join(self.chars[int(i)] for i in ids)
+    """Ids to text; an id past this vocabulary (the model's table can be larger, e.g. 256
+    rows for the 71 characters of the synthetic world) decodes to U+FFFD."""
+    n = len(self.chars)
+    return "".join(self.chars[int(i)] if 0 <= int(i) < n else "\ufffd" for i in ids)

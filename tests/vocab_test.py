@@ -96,3 +96,8 @@ def test_a5_vocab(a5_dir):
       assert v.decode(v.encode(q)) == q
   doc = docs[0]
   assert v.decode(v.encode(doc)) == doc
+
+
+def test_decode_ids_past_the_vocabulary():
+  v = Vocab.from_documents(["ab"])
+  assert v.decode([2, 3, 200]) == "ab\ufffd"
