@@ -31,7 +31,7 @@ def get_config(preset=None):
   c.stages = "pretrain,finetune,evaluate"  # comma-separated; '' builds the model and exits
   c.init_from = ""  # start from: a checkpoint folder (e.g. W/checkpoints/finetune) or a reference .params file
   c.checkpoint_every = 500  # steps; also at the end of every stage
-  c.pack = False  # vanilla: pack examples into fewer rows (same loss; dropout draws differ)
+  c.pack = True  # vanilla: pack examples into fewer rows (same loss and lr; dropout draws differ)
 
   c.data = ml_collections.ConfigDict(dict(
       source="a5",  # 'a5': the four A5 files in data.dir; 'synthetic': the built-in world
