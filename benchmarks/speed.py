@@ -56,7 +56,8 @@ def jax_stage(config, stage, data, mesh, n, pack):
   flops = (flops[0] if isinstance(flops, list) else flops)["flops"]
   state, m = step(state, full[0], key)  # compile + warm up
   jax.block_until_ready(m)
-  return step, state, key, full, flops, len(batches)
+  n_records = len(data.documents) if stage == "pretrain" else len(data.finetune)
+  return step, state, key, full, flops, input_pipeline.steps_per_epoch(n_records, c.batch_size)
 
 
 def torch_model(config):

@@ -1,18 +1,16 @@
 """Perceiver-AR: latents at the last m predicted positions, cross-attending to all inputs.
 
-Same recipe and presets as vanilla; see birthjax/perceiver.py for the design.
+The perceiver config (same recipe, presets and m) with the other variant; see
+birthjax/perceiver.py for the design.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vanilla  # noqa: E402
+import perceiver  # noqa: E402
 
 
 def get_config(preset=None):
-  c = vanilla.get_config(preset)
+  c = perceiver.get_config(preset)
   c.model.variant = "perceiver_ar"
-  c.model.bottleneck_dim = 64
-  if preset == "smoke":
-    c.model.bottleneck_dim = 16
   return c
