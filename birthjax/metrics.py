@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 import jax
-from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 
@@ -12,7 +11,10 @@ class Writer:
   """Scalars to W/tb/<stage>; only process 0 writes."""
 
   def __init__(self, workdir: str, stage: str):
-    self._w = SummaryWriter(os.path.join(workdir, "tb", stage)) if jax.process_index() == 0 else None
+    self._w = None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter  # imports torch when installed: only when training
+      self._w = SummaryWriter(os.path.join(workdir, "tb", stage))
 
   def scalars(self, step: int, values: dict):
     if self._w:

@@ -196,3 +196,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_pat
     run.run(smoke_config(cache_dir, stages="pretrain"), str(tmp_path))
   d = os.path.join(tmp_path, "checkpoints", "pretrain")
   assert checkpoint.StageCheckpoints(d).latest_step() == 2
+
+
+def test_tensorflow_is_never_imported(full_run):
+  assert "tensorflow" not in sys.modules  # TFDS, grain and tensorboardX all ran without it
