@@ -1,0 +1,62 @@
+"""Did pretraining store the answers? Prompt the pretrained model with each dev person's own
+wiki.txt line up to the first occurrence of the answer, decode greedily, and count the
+completions that start with the answer; compare with the finetuned model's dev accuracy.
+
+  python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart [--stage=pretrain]
+
+Reads the run's resolved config (W/config.json) and its checkpoint (W/checkpoints/<stage>).
+"""
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from birthjax import checkpoint, decode, input_pipeline, model, run  # noqa: E402
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--stage", default="pretrain")
+  p.add_argument("--split", default="dev")
+  a = p.parse_args()
+  with open(os.path.join(a.workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  data = input_pipeline.load(config.data, config.model.block_size)
+  cfg = run.model_config(config)
+  like = model.init_params(cfg, jax.random.key(0))
+  params, _ = checkpoint.restore_params(os.path.join(a.workdir, "checkpoints", a.stage), like)
+  docs = [data.vocab.decode(d) for d in data.documents]
+  questions, answers = data.eval_sets[a.split]
+  prompts, golds, missing = [], [], 0
+  for q, ans in zip(questions, answers):
+    name = q.removeprefix("Where was ").removesuffix(" born?")
+    line = next((d for d in docs if d.startswith(name + ".")), None)
+    if line is None or ans not in line:
+      missing += 1
+      continue
+    prompts.append(np.asarray(data.vocab.encode(line[:line.index(ans)]), np.int32))
+    golds.append(ans)
+  gen = decode.greedy_generate(params, cfg, prompts, steps=max(len(g) for g in golds))
+  hits = sum(data.vocab.decode(g).startswith(ans) for g, ans in zip(gen, golds))
+  print(f"{a.split}: answer in the person's own wiki line: {len(golds)} of {len(answers)}")
+  print(f"{a.stage} model completes it from the line's prefix: {hits} of {len(golds)} "
+        f"({100.0 * hits / max(1, len(golds)):.1f}%)")
+  results = os.path.join(a.workdir, "results.json")
+  if os.path.isfile(results):
+    with open(results) as f:
+      r = json.load(f).get(a.split)
+    if r:
+      print(f"finetuned model answers the question: {r['correct']} of {r['total']} "
+            f"({r['accuracy']:.1f}%)")
+
+
+if __name__ == "__main__":
+  main()
