@@ -45,35 +45,6 @@ def _causal_buffer(block_size):
   return torch.tril(torch.ones(block_size, block_size)).view(1, 1, block_size, block_size)
 
 
-class CausalSelfAttention(nn.Module):
-  """Multi-head masked self-attention with a projection at the end."""
-
-  def __init__(self, config):
-    super().__init__()
-    assert config.n_embd % config.n_head == 0
-    self.key = nn.Linear(config.n_embd, config.n_embd)
-    self.query = nn.Linear(config.n_embd, config.n_embd)
-    self.value = nn.Linear(config.n_embd, config.n_embd)
-    self.attn_drop = nn.Dropout(config.attn_pdrop)
-    self.resid_drop = nn.Dropout(config.resid_pdrop)
-    self.proj = nn.Linear(config.n_embd, config.n_embd)
-    self.register_buffer("mask", _causal_buffer(config.block_size))
-    self.n_head = config.n_head
-
-  def forward(self, x, layer_past=None):
-    B, T, C = x.size()
-    k = self.key(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-    q = self.query(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-    v = self.value(x).view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
-    att = att.masked_fill(self.mask[:, :, :T, :T] == 0, -1e10)
-    att = F.softmax(att, dim=-1)
-    att = self.attn_drop(att)
-    y = att @ v
-    y = y.transpose(1, 2).contiguous().view(B, T, C)
-    return self.resid_drop(self.proj(y))
-
-
 class CausalCrossAttention(nn.Module):
   """Queries from x_q, keys/values from x_kv; mask[:, :, :Tq, :Tk] of a block x block tril."""
 
@@ -103,6 +74,14 @@ class CausalCrossAttention(nn.Module):
     y = att @ v
     y = y.transpose(1, 2).contiguous().view(B, Tq, Cq)
     return self.resid_drop(self.proj(y))
+
+
+class CausalSelfAttention(CausalCrossAttention):
+  """Multi-head masked self-attention with a projection at the end: the same layers and
+  mask buffer as the reference's class, computed as cross-attention of x to itself."""
+
+  def forward(self, x, layer_past=None):
+    return super().forward(x, x)
 
 
 def _mlp(config):
