@@ -137,9 +137,12 @@ def test_london_baseline_on_a5(a5_dir):
   assert r.stdout.strip() == "Correct: 25 out of 500: 5.0%"
 
 
-def _largest_file(d):
-  files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
-  return max(files, key=os.path.getsize)
+def _array_files(d):
+  """The files holding an orbax item's array data (its ocdbt data files)."""
+  files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs
+           if os.sep + "ocdbt.process_0" + os.sep + "d" + os.sep in os.path.join(r, f)]
+  assert files, d
+  return files
 
 
 def _corrupt(path, how):
@@ -159,7 +162,11 @@ def test_corrupt_latest_checkpoint_falls_back(full_run, tmp_path, capsys, how, i
   broken = str(tmp_path / "broken")
   shutil.copytree(workdir, broken)
   shutil.rmtree(os.path.join(broken, "checkpoints", "finetune"))
-  _corrupt(_largest_file(os.path.join(broken, "checkpoints", "pretrain", "5", item)), how)
+  files = _array_files(os.path.join(broken, "checkpoints", "pretrain", "5", item))
+  if how == "flip":  # one byte of the array data: orbax restores it silently, the checksum catches it
+    files = [max(files, key=os.path.getsize)]
+  for path in files:
+    _corrupt(path, how)
   run.run(config, broken)
   assert "checkpoints/pretrain/5 is corrupt" in capsys.readouterr().out
   for stage in ("pretrain", "finetune"):
@@ -171,7 +178,8 @@ def test_no_intact_checkpoint_is_a_clear_error(full_run, tmp_path):
   broken = str(tmp_path / "broken")
   shutil.copytree(workdir, broken)
   for step in ("4", "5"):
-    _corrupt(_largest_file(os.path.join(broken, "checkpoints", "pretrain", step, "params")), "flip")
+    for path in _array_files(os.path.join(broken, "checkpoints", "pretrain", step, "params")):
+      _corrupt(path, "flip")
   with pytest.raises(UserError, match="no intact checkpoint left"):
     run.run(config, broken)
 
