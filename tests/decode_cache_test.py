@@ -16,6 +16,7 @@ import pytest
 from birthjax import decode, examples, model
 from birthjax.layers import Attention
 from birthjax.vocab import MASK, Vocab
+from tests.params_util import random_params
 
 VOCAB = Vocab.from_documents(["Where was Ada Lovelace born?", "London, Paris; Zurich.",
                               "Kim Moe qx jv"])
@@ -36,13 +37,7 @@ PROMPTS = _prompts()
 
 
 def _random_params(cfg, scale=0.5, seed=0):
-  x = jax.ShapeDtypeStruct((1, cfg.block_size), jnp.int32)
-  base = jax.eval_shape(model.build(cfg).init, jax.random.key(0), x)["params"]
-  rng = np.random.default_rng(seed)
-  flat = flax.traverse_util.flatten_dict(base)
-  out = {k: (rng.normal(0.0, scale, v.shape) + (1.0 if k[-1] == "scale" else 0.0)).astype(np.float32)
-         for k, v in flat.items()}
-  return jax.tree.map(jnp.asarray, flax.traverse_util.unflatten_dict(out))
+  return random_params(cfg, scale, seed)
 
 
 def _reference(cfg, params, prompts, steps=STEPS):

@@ -15,6 +15,7 @@ import pytest
 
 from birthjax import decode, model, perceiver, sharding, train
 from birthjax.vocab import PAD
+from tests.params_util import random_params
 
 M = 4
 TINY = model.ModelConfig(vocab_size=32, n_layer=3, n_head=2, n_embd=16, block_size=16,
@@ -32,15 +33,7 @@ def _flat_shapes(cfg):
   return {"/".join(k): tuple(v.shape) for k, v in flax.traverse_util.flatten_dict(shapes).items()}
 
 
-def _random_params(cfg, scale, seed=0):
-  """Every parameter N(0, scale) (LN scales around 1): pos_emb, biases and C all matter."""
-  x = jax.ShapeDtypeStruct((1, cfg.block_size), jnp.int32)
-  base = jax.eval_shape(model.build(cfg).init, jax.random.key(0), x)["params"]
-  rng = np.random.default_rng(seed)
-  flat = flax.traverse_util.flatten_dict(base)
-  out = {k: (rng.normal(0.0, scale, v.shape) + (1.0 if k[-1] == "scale" else 0.0)).astype(np.float32)
-         for k, v in flat.items()}
-  return jax.tree.map(jnp.asarray, flax.traverse_util.unflatten_dict(out))
+_random_params = random_params
 
 
 # ----------------------------------------------------------------------------- structure
