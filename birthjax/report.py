@@ -25,7 +25,8 @@ TSV_ROWS = 20
 CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #bbb;padding:.25em .6em;
 text-align:left}th{background:#eee}td.n{text-align:right}
-figure{display:inline-block;margin:0 1em 1em 0}img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#555}"""
+figure{display:inline-block;margin:0 1em 1em 0}img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:.9em;color:#555}"""
 
 
 # ----------------------------------------------------------------------------- event files
@@ -151,7 +152,7 @@ def _flat(prefix: str, value) -> list[tuple[str, object]]:
 def _fmt(v) -> str:
   if isinstance(v, float):
     return f"{v:.4g}"
-  return str(v)
+  return "n/a" if v is None else str(v)
 
 
 # ----------------------------------------------------------------------------- html
@@ -164,21 +165,21 @@ def _table(header, rows, numeric=()) -> str:
   return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _extras(split: dict) -> list[tuple[str, object]]:
+  """Coverage ({"75": accuracy %, ...}) and abstain ({threshold, answered, ...}) columns."""
+  cov = split.get("coverage", {})
+  cov = [(f"acc. (%) at {k}% coverage", v) for k, v in cov.items()] if isinstance(cov, dict) else []
+  return cov + _flat("abstain", split.get("abstain", {}))
+
+
 def results_html(results: dict) -> str:
   """One row per split: correct, total, accuracy (%), then coverage and abstain columns."""
-  header, rows = ["split", "correct", "total", "accuracy (%)"], []
-  extra = []
-  for split in results.values():
-    for key in ("coverage", "abstain"):
-      if isinstance(split, dict) and key in split:
-        for name, _ in _flat(key, split[key]):
-          if name not in extra:
-            extra.append(name)
-  for name, split in results.items():
-    split = split if isinstance(split, dict) else {}
-    flat = dict(_flat("coverage", split.get("coverage", {})) +
-                _flat("abstain", split.get("abstain", {})))
-    acc = split.get("accuracy")
+  header, rows, extra = ["split", "correct", "total", "accuracy (%)"], [], []
+  splits = {k: v if isinstance(v, dict) else {} for k, v in results.items()}
+  for split in splits.values():
+    extra += [name for name, _ in _extras(split) if name not in extra]
+  for name, split in splits.items():
+    flat, acc = dict(_extras(split)), split.get("accuracy")
     rows.append([name, split.get("correct", ""), split.get("total", ""),
                  f"{acc:.1f}" if isinstance(acc, (int, float)) else ""] +
                 [flat.get(c, "") for c in extra])
