@@ -1,10 +1,15 @@
 """XLA cost-analysis FLOPs of the compiled forward pass: vanilla vs the Perceiver variants.
 
-Full A5 model (vocab 256, 4 layers, 8 heads, 256 dims, block 128), input length l = 128,
-eval mode. FLOPs are what XLA's cost analysis counts for the optimized HLO of the default
-backend (matmuls as 2*M*N*K plus elementwise work); nothing is run, only compiled.
+Default: the full A5 model (vocab 256, 4 layers, 8 heads, 256 dims, block 128), input
+length l = 128, eval mode, each variant at m = 16, 32, 64. FLOPs are what XLA's cost analysis
+counts for the optimized HLO of the default backend (matmuls as 2*M*N*K plus elementwise
+work); nothing is run, only compiled. The counting lives in birthjax/complexity.py.
 
-  python benchmarks/flops.py [--batch 1]
+--sweep: the same model at fixed m (--m, default 32) as l grows (64 ... 1024, block_size = l),
+measured next to the closed-form matmul count (see birthjax.complexity) and their ratio;
+`python -m birthjax.analysis complexity --out=DIR` prints the same table and plots it.
+
+  python benchmarks/flops.py [--batch 1] [--sweep [--m 32]]
 """
 from __future__ import annotations
 
@@ -15,26 +20,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
-from birthjax import model  # noqa: E402
+from birthjax import complexity, model  # noqa: E402
+from birthjax.complexity import forward_cost  # noqa: E402,F401  (kept importable from here)
 
 VOCAB = 256
 M_VALUES = (16, 32, 64)
-
-
-def _flops(cost) -> float:
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
-    return sum(float(c.get("flops", 0.0)) for c in cost)
-  return float(cost["flops"])
-
-
-def forward_cost(cfg: model.ModelConfig, batch: int = 1) -> tuple[int, float]:
-  """(parameter count, forward FLOPs) of the jitted forward on [batch, block_size] ids."""
-  x = jax.ShapeDtypeStruct((batch, cfg.block_size), jnp.int32)
-  params = jax.eval_shape(model.build(cfg).init, jax.random.key(0), x)["params"]
-  fwd = jax.jit(lambda p, idx: model.build(cfg).apply({"params": p}, idx))
-  return model.param_count(params), _flops(fwd.lower(params, x).compile().cost_analysis())
 
 
 def rows(batch: int = 1):
@@ -61,8 +52,15 @@ def table(results, batch: int) -> str:
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+  ap.add_argument("--sweep", action="store_true",
+                  help="FLOPs vs input length l (64..1024) at fixed m, measured and closed form")
+  ap.add_argument("--m", type=int, default=32, help="bottleneck_dim for --sweep (default 32)")
   args = ap.parse_args(argv)
-  print(table(rows(args.batch), args.batch))
+  if args.sweep:
+    results = complexity.sweep(batch=args.batch, m=args.m)
+    print(complexity.sweep_table(results, args.batch, m=args.m))
+  else:
+    print(table(rows(args.batch), args.batch))
 
 
 if __name__ == "__main__":
