@@ -28,6 +28,10 @@ sharded on the mesh's 'data' axis; each whole decode is one jitted call):
 
 Both paths compute the reference's logits up to float rounding (sums over different
 lengths or in another order), so greedy tokens agree except at exact near-ties.
+
+Both also return the float32 log-softmax of each chosen token (`greedy_generate_scored`),
+so the confidence of an answer, the probability of the greedy answer string (its tokens
+and the MASK that closes it), costs no second pass (`predict_with_confidence`).
 """
 from __future__ import annotations
 
@@ -43,26 +47,34 @@ from birthjax.layers import Block, ModelConfig
 from birthjax.vocab import MASK, Vocab
 
 
+def _chosen_logprob(logits_BxV, tok_B):
+  """float32 log-softmax of each row's chosen token (the argmax is taken on the raw logits)."""
+  lp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(lp_BxV, tok_B[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
 # ----------------------------------------------------------------------------- full recompute
 @functools.partial(jax.jit, static_argnames=("model_cfg", "phases"))
 def _decode_full(params, buf_BxW, len_B, *, model_cfg, phases):
-  """`phases`: ((width, n_steps), ...): n_steps steps on windows of `width` tokens each."""
+  """`phases`: ((width, n_steps), ...): n_steps steps on windows of `width` tokens each.
+  Returns (buffer with the tokens appended, float32 log-probability of each appended token at
+  its position)."""
   net = model.build(model_cfg)
 
   def step(w, _, carry):
-    buf, lens = carry
+    buf, lp, lens = carry
     start = jnp.maximum(lens - w, 0)
     window = jax.vmap(lambda row, s: jax.lax.dynamic_slice(row, (s,), (w,)))(buf, start)
     logits = net.apply({"params": params}, window, lens - start)  # end: Perceiver-AR's window
     last = jnp.take_along_axis(logits, (lens - 1 - start)[:, None, None], axis=1)[:, 0]
     nxt = jnp.argmax(last, axis=-1).astype(buf.dtype)
-    buf = jax.vmap(lambda row, i, v: row.at[i].set(v))(buf, lens, nxt)
-    return buf, lens + 1
+    set_at = jax.vmap(lambda row, i, v: row.at[i].set(v))
+    return set_at(buf, lens, nxt), set_at(lp, lens, _chosen_logprob(last, nxt)), lens + 1
 
-  carry = (buf_BxW, len_B)
+  carry = (buf_BxW, jnp.zeros(buf_BxW.shape, jnp.float32), len_B)
   for w, n in phases:
     carry = jax.lax.fori_loop(0, n, functools.partial(step, w), carry)
-  return carry[0]
+  return carry[0], carry[1]
 
 
 def _phases(max_len: int, steps: int, block_size: int, quantum: int):
@@ -107,7 +119,8 @@ class _CachedGPT(nn.Module):
 @functools.partial(jax.jit, static_argnames=("model_cfg", "steps", "cache_len"))
 def _decode_cached(params, prompt_BxP, len_B, *, model_cfg, steps, cache_len):
   """[B, steps] greedy tokens of vanilla GPT with a KV cache of cache_len positions
-  (>= every row's len + steps - 1): one prefill of the prompts, then one token a step."""
+  (>= every row's len + steps - 1): one prefill of the prompts, then one token a step; and
+  [B, steps] float32 log-probabilities of those tokens."""
   c = model_cfg
   net = _CachedGPT(c)
   b = prompt_BxP.shape[0]
@@ -118,14 +131,17 @@ def _decode_cached(params, prompt_BxP, len_B, *, model_cfg, steps, cache_len):
   logits, caches = apply(prompt_BxP, jnp.zeros_like(len_B), caches, last_B=len_B - 1)
   tok_B = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
   out_BxN = jnp.zeros((b, steps), jnp.int32).at[:, 0].set(tok_B)
+  lp_BxN = jnp.zeros((b, steps), jnp.float32).at[:, 0].set(_chosen_logprob(logits[:, 0], tok_B))
 
   def step(s, carry):
-    tok_B, caches, out_BxN = carry
+    tok_B, caches, out_BxN, lp_BxN = carry
     logits, caches = apply(tok_B[:, None], len_B + s - 1, caches)  # tok_B sits at len + s - 1
     tok_B = jnp.argmax(logits[:, 0], axis=-1).astype(jnp.int32)
-    return tok_B, caches, jax.lax.dynamic_update_slice(out_BxN, tok_B[:, None], (0, s))
+    lp_B = _chosen_logprob(logits[:, 0], tok_B)
+    return (tok_B, caches, jax.lax.dynamic_update_slice(out_BxN, tok_B[:, None], (0, s)),
+            jax.lax.dynamic_update_slice(lp_BxN, lp_B[:, None], (0, s)))
 
-  return jax.lax.fori_loop(1, steps, step, (tok_B, caches, out_BxN))[2]
+  return jax.lax.fori_loop(1, steps, step, (tok_B, caches, out_BxN, lp_BxN))[2:]
 
 
 # ----------------------------------------------------------------------------- host side
@@ -139,10 +155,19 @@ def _rows(n: int, batch_size: int, multiple: int) -> int:
   return min(batch_size, multiple * (1 << (per_device - 1).bit_length()))
 
 
-def greedy_generate(params, model_cfg, prompts, *, steps: int = 32, batch_size: int = 512,
-                    mesh=None, use_cache: bool | None = None,
-                    bucket: bool = True) -> list[np.ndarray]:
+def greedy_generate(params, model_cfg, prompts, **kwargs) -> list[np.ndarray]:
   """The `steps` greedy continuation ids of each prompt (a list of int arrays).
+
+  Keywords (steps=32, batch_size=512, mesh, use_cache, bucket) as greedy_generate_scored.
+  """
+  return greedy_generate_scored(params, model_cfg, prompts, **kwargs)[0]
+
+
+def greedy_generate_scored(params, model_cfg, prompts, *, steps: int = 32,
+                           batch_size: int = 512, mesh=None, use_cache: bool | None = None,
+                           bucket: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+  """(ids, logprobs): the `steps` greedy continuation ids of each prompt (int arrays) and
+  the float32 log-probability the model gave each of those tokens (float arrays).
 
   use_cache: KV-cache decoding (vanilla only; default: on for vanilla) of the rows that
     need no crop. bucket: sort prompts by length, size batches and windows/caches to
@@ -156,7 +181,7 @@ def greedy_generate(params, model_cfg, prompts, *, steps: int = 32, batch_size: 
   if any(len(p) == 0 for p in prompts):
     raise ValueError("empty prompt")
   if not prompts or steps == 0:
-    return [np.zeros(0, np.int32) for _ in prompts]
+    return [np.zeros(0, np.int32) for _ in prompts], [np.zeros(0, np.float32) for _ in prompts]
   mesh = mesh or sharding.make_mesh()
   params = jax.device_put(params, sharding.replicated(mesh))
   multiple = mesh.size
@@ -167,7 +192,7 @@ def greedy_generate(params, model_cfg, prompts, *, steps: int = 32, batch_size: 
   if bucket:
     order.sort(key=lambda i: len(prompts[i]))
   fits = [use_cache and len(prompts[i]) + steps - 1 <= t for i in order]
-  out = [None] * len(prompts)
+  out, logp = [None] * len(prompts), [None] * len(prompts)
   for cached in (True, False):
     rows = [i for i, f in zip(order, fits) if f == cached]
     for lo in range(0, len(rows), batch_size):
@@ -187,16 +212,17 @@ def greedy_generate(params, model_cfg, prompts, *, steps: int = 32, batch_size: 
       if cached:
         res = _decode_cached(params, arrays["buf"], arrays["lens"], model_cfg=model_cfg,
                              steps=steps, cache_len=cache_len)
-        res = np.asarray(jax.device_get(res))
+        res, lp = (np.asarray(a) for a in jax.device_get(res))
         for j, i in enumerate(chunk):
-          out[i] = res[j]
+          out[i], logp[i] = res[j], lp[j]
       else:
         res = _decode_full(params, arrays["buf"], arrays["lens"], model_cfg=model_cfg,
                            phases=_phases(max_len, steps, t, quantum))
-        res = np.asarray(jax.device_get(res))
+        res, lp = (np.asarray(a) for a in jax.device_get(res))
         for j, i in enumerate(chunk):
-          out[i] = res[j, len(prompts[i]):len(prompts[i]) + steps]
-  return out
+          new = slice(len(prompts[i]), len(prompts[i]) + steps)
+          out[i], logp[i] = res[j, new], lp[j, new]
+  return out, logp
 
 
 def answer_from_generated(generated) -> list[int]:
@@ -205,10 +231,26 @@ def answer_from_generated(generated) -> list[int]:
   return generated[:generated.index(MASK)] if MASK in generated else generated
 
 
-def predict(params, model_cfg, vocab: Vocab, questions, *, steps: int = 32,
-            batch_size: int = 512, mesh=None, use_cache: bool | None = None,
-            bucket: bool = True) -> list[str]:
+def answer_confidence(generated, logprobs) -> float:
+  """Probability of the greedy answer string: the product of the probabilities of its
+  tokens and of the MASK that closes it (of every generated token when none closes it)."""
+  generated = list(generated)
+  n = generated.index(MASK) + 1 if MASK in generated else len(generated)
+  return float(np.exp(np.sum(np.asarray(logprobs[:n], np.float64))))
+
+
+def predict(params, model_cfg, vocab: Vocab, questions, **kwargs) -> list[str]:
+  """The greedy answer to each question. Keywords as greedy_generate_scored."""
+  return predict_with_confidence(params, model_cfg, vocab, questions, **kwargs)[0]
+
+
+def predict_with_confidence(params, model_cfg, vocab: Vocab, questions, *, steps: int = 32,
+                            batch_size: int = 512, mesh=None, use_cache: bool | None = None,
+                            bucket: bool = True) -> tuple[list[str], list[float]]:
+  """(answers, confidences): each question's greedy answer and its answer_confidence."""
   prompts = [examples.prompt(vocab.encode(q)) for q in questions]
-  gen = greedy_generate(params, model_cfg, prompts, steps=steps, batch_size=batch_size, mesh=mesh,
-                        use_cache=use_cache, bucket=bucket)
-  return [vocab.decode(answer_from_generated(g)) for g in gen]
+  gen, logp = greedy_generate_scored(params, model_cfg, prompts, steps=steps,
+                                     batch_size=batch_size, mesh=mesh, use_cache=use_cache,
+                                     bucket=bucket)
+  return ([vocab.decode(answer_from_generated(g)) for g in gen],
+          [answer_confidence(g, lp) for g, lp in zip(gen, logp)])

@@ -60,6 +60,8 @@ def validate(config):
        "use an integer >= 2 for the perceiver (down + up projection blocks)"),
       (config.eval.steps >= 0, "eval.steps", None, "use an integer >= 0"),
       (config.eval.batch_size >= 1, "eval.batch_size", None, "use an integer >= 1"),
+      (0.0 <= config.eval.get("abstain_below", 0.0) <= 1.0, "eval.abstain_below", None,
+       "use a number in [0, 1] (0: never abstain)"),
       (config.finetune.epochs_from_scratch >= 0, "finetune.epochs_from_scratch", None,
        "use an integer >= 0"),
   ]
@@ -165,22 +167,39 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_stage(config, workdir, data, mesh, params) -> dict:
+  """Predictions (`<split>.predictions`, `<split>.predictions.tsv` with confidences), and for
+  splits with answers accuracy, coverage, the coverage plot and, with eval.abstain_below > 0,
+  abstention: answers less confident than it become "I don't know"."""
   model_cfg = model_config(config)
+  threshold = float(config.eval.get("abstain_below", 0.0))
+  main_process = jax.process_index() == 0
+  documents = [data.vocab.decode(d) for d in data.documents]
   results = {}
   for split, (questions, answers) in data.eval_sets.items():
-    preds = decode.predict(params, model_cfg, data.vocab, questions, steps=config.eval.steps,
-                           batch_size=config.eval.batch_size, mesh=mesh)
-    if jax.process_index() == 0:
-      evaluate.write_predictions(os.path.join(workdir, f"{split}.predictions"), preds)
+    raw, conf = decode.predict_with_confidence(params, model_cfg, data.vocab, questions,
+                                               steps=config.eval.steps,
+                                               batch_size=config.eval.batch_size, mesh=mesh)
+    preds = evaluate.abstain(raw, conf, threshold)
+    path = os.path.join(workdir, f"{split}.predictions")
+    if main_process:
+      evaluate.write_predictions(path, preds)
+      in_corpus = evaluate.name_in_corpus([evaluate.name_of(q) for q in questions], documents)
+      evaluate.write_predictions_tsv(path + ".tsv", questions, preds, answers, conf, in_corpus)
     if answers is None:
-      print(f"{split}: predictions written to {os.path.join(workdir, split + '.predictions')}; "
-            "no targets provided")
+      print(f"{split}: predictions written to {path}; no targets provided")
       continue
     correct, total = evaluate.score(preds, answers)
-    results[split] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total}
-    print(f"{split}: predictions written to {os.path.join(workdir, split + '.predictions')}")
+    hits = [p == a for p, a in zip(raw, answers)]
+    results[split] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total,
+                      "coverage": evaluate.coverage(conf, hits)}
+    print(f"{split}: predictions written to {path}")
     print(evaluate.report_line(correct, total))
-  if jax.process_index() == 0:
+    if threshold > 0:
+      results[split]["abstain"] = evaluate.abstain_summary(raw, answers, conf, threshold)
+      print(evaluate.abstain_line(results[split]["abstain"], total))
+    if main_process:
+      evaluate.plot_coverage(os.path.join(workdir, f"{split}.coverage.png"), conf, hits, split)
+  if main_process:
     evaluate.write_results(os.path.join(workdir, "results.json"), results)
   return results
 

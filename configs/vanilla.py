@@ -51,7 +51,10 @@ def get_config(preset=None):
   c.pretrain = stage(650, 128, 6e-3, final_tokens)
   c.finetune = stage(10, 256, 6e-4, final_tokens)  # 10 epochs after pretraining ...
   c.finetune.epochs_from_scratch = 75  # ... 75 when finetuning from scratch
-  c.eval = ml_collections.ConfigDict(dict(steps=32, batch_size=512))  # greedy, 32 characters
+  c.eval = ml_collections.ConfigDict(dict(
+      steps=32, batch_size=512,  # greedy, 32 characters
+      abstain_below=0.0,  # answers whose probability is below this become "I don't know"; 0: never
+  ))
 
   if preset == "smoke":  # a tiny model, a few steps: tests and trying things out
     c.model.update(n_layer=2, n_head=2, n_embd=32)
