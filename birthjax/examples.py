@@ -29,11 +29,20 @@ def masked_length_range(n: int) -> tuple[int, int]:
 def span_corrupt(doc: np.ndarray, rng: np.random.Generator, block_size: int):
   """`prefix + MASK + suffix + MASK + masked + PAD...` of one document (ids), as (x, y)."""
   lo, hi = truncation_range(block_size)
-  doc = doc[: rng.integers(lo, hi + 1)]  # a shorter document stays whole
-  n = len(doc)
+  n = len(doc[: rng.integers(lo, hi + 1)])  # a shorter document stays whole
   m_lo, m_hi = masked_length_range(n)
   m = int(rng.integers(m_lo, m_hi + 1))
   p = int(rng.integers(0, n - m + 1))
+  return corrupt(doc, n, m, p, block_size)
+
+
+def corrupt(doc: np.ndarray, n: int, m: int, p: int, block_size: int):
+  """The span-corrupted example of `doc[:n]` with the span doc[p:p+m] masked, as (x, y).
+
+  The draws (n, m, p) are made by `span_corrupt` here, or with jax.random on device
+  (birthjax.device_epoch): given the same draws both build the same example.
+  """
+  doc = doc[:n]
   s = np.full(block_size, PAD, np.int32)
   seq = np.concatenate([doc[:p], [MASK], doc[p + m:], [MASK], doc[p:p + m]])
   s[: len(seq)] = seq

@@ -15,7 +15,7 @@ import os
 import grain
 import numpy as np
 
-from birthjax import corpus, examples, packing, synthetic, tfds_builders
+from birthjax import augment, corpus, examples, packing, synthetic, tfds_builders
 from birthjax.errors import UserError
 from birthjax.vocab import Vocab
 
@@ -166,8 +166,15 @@ def stage_batches(records, encode, *, epochs: int, batch_size: int, shuffle: boo
 
 def pretrain_batches(data: Data, cfg, *, block_size: int, seed: int, pad_to_multiple: int = 1,
                      pack: bool = False):
-  encode = lambda doc, rng: examples.span_corrupt(doc, rng, block_size)
-  return stage_batches(data.documents, encode, epochs=cfg.epochs, batch_size=cfg.batch_size,
+  aug = cfg.get("augment")
+  if augment.enabled(aug):  # knowledge-augmented records (birthjax.augment): train pairs only
+    records = augment.pretrain_records(data.documents, data.finetune, data.vocab, aug, block_size)
+    encode = lambda record, rng: augment.encode(record, rng, block_size, aug.whole,
+                                                aug.get("shift", 0))
+  else:  # the faithful recipe: one record a document
+    records = data.documents
+    encode = lambda doc, rng: examples.span_corrupt(doc, rng, block_size)
+  return stage_batches(records, encode, epochs=cfg.epochs, batch_size=cfg.batch_size,
                        shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple, pack=pack)
 
 

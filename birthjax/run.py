@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 
 import jax
 import numpy as np
 
-from birthjax import checkpoint, decode, evaluate, input_pipeline, metrics, model
-from birthjax import sharding, train
+from birthjax import augment, checkpoint, decode, device_epoch, evaluate, input_pipeline, metrics
+from birthjax import model, sharding, train
 from birthjax.errors import UserError
 
 STAGES = ("pretrain", "finetune", "evaluate")
@@ -65,6 +66,26 @@ def validate(config):
       (config.finetune.epochs_from_scratch >= 0, "finetune.epochs_from_scratch", None,
        "use an integer >= 0"),
   ]
+  aug = config.pretrain.get("augment")
+  if aug is not None:  # knowledge-augmented pretraining (birthjax/augment.py)
+    checks += [(aug.copies >= 1, "pretrain.augment.copies",
+                f"config value pretrain.augment.copies={aug.copies!r} is out of range",
+                "use an integer >= 1 (1: each window once an epoch)"),
+               (aug.crops >= 0, "pretrain.augment.crops",
+                f"config value pretrain.augment.crops={aug.crops!r} is out of range",
+                "use an integer >= 0 (0: no name-prefixed crops)"),
+               (0 <= aug.shift <= config.model.block_size // 4, "pretrain.augment.shift",
+                f"config value pretrain.augment.shift={aug.shift!r} is out of range",
+                f"use an integer in [0, {config.model.block_size // 4}] (a quarter of block_size)"),
+               (aug.qa_copies >= 0, "pretrain.augment.qa_copies",
+                f"config value pretrain.augment.qa_copies={aug.qa_copies!r} is out of range",
+                "use an integer >= 0 (0: no question-style examples in pretraining)"),
+               (not aug.name_prefix or aug.whole, "pretrain.augment.name_prefix",
+                "pretrain.augment.name_prefix needs pretrain.augment.whole (it prefixes windows)",
+                "also set --config.pretrain.augment.whole=True, or name_prefix=False")]
+  checks.append((not (config.get("device_epochs") and augment.enabled(aug)), "device_epochs",
+                 "device_epochs runs the faithful span corruption only, not pretrain.augment",
+                 "set --config.device_epochs=False for the augmented recipe"))
   for stage in ("pretrain", "finetune"):
     c = config[stage]
     checks += [(c.batch_size >= 1, f"{stage}.batch_size", None, "use an integer >= 1"),
@@ -97,15 +118,24 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
   block = config.model.block_size
   seed = config.seed + (0 if stage == "pretrain" else 1)
   pack = config.pack and config.model.variant == "vanilla"  # the perceivers need whole rows
+  on_device = config.device_epochs
   if stage == "pretrain":
     epochs = c.epochs
+  else:
+    epochs = c.epochs if init_source != "scratch" else c.epochs_from_scratch
+  if on_device:
+    records = data.documents if stage == "pretrain" else data.finetune
+    plan = device_epoch.make_plan(stage, len(records), c.batch_size, block, c.shuffle, mesh.size)
+    arrays = (device_epoch.pretrain_arrays if stage == "pretrain" else
+              device_epoch.finetune_arrays)(records, block)
+    total = epochs * plan.steps_per_epoch
+  elif stage == "pretrain":
     batches = input_pipeline.pretrain_batches(data, c, block_size=block, seed=seed,
                                               pad_to_multiple=mesh.size, pack=pack)
   else:
-    epochs = c.epochs if init_source != "scratch" else c.epochs_from_scratch
     batches = input_pipeline.finetune_batches(data, c, epochs, block_size=block, seed=seed,
                                               pad_to_multiple=mesh.size, pack=pack)
-  total = len(batches)
+  total = total if on_device else len(batches)
   model_cfg = model_config(config, deterministic=False)
   opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
   schedule = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens),
@@ -117,9 +147,9 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "init": init_source, "fingerprint": fingerprint(config.model.to_dict(), c.to_dict(),
                                                           config.seed, data.digest, init_source, pack,
-                                                          epochs)}
+                                                          epochs) + ("-device" if on_device else "")}
   ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage))
-  it = iter(batches.to_iter_dataset())
+  it = None if on_device else iter(batches.to_iter_dataset())
   if ckpts.latest_step() is not None:
     old = ckpts.latest_meta() or {}
     if old.get("fingerprint", meta["fingerprint"]) != meta["fingerprint"]:
@@ -127,7 +157,8 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
                       f"(model, {stage} settings, seed, data or initialisation)",
                       ckpts.directory, "use a new --workdir, or rerun with the original config")
     state, data_state, _ = ckpts.restore(state)
-    it.set_state(data_state)
+    if it is not None:
+      it.set_state(data_state)
     print(f"{stage}: resumed from step {int(state['step'])} of {total}")
   seed_key = jax.random.key(seed)
   writer = metrics.Writer(workdir, stage)
@@ -135,18 +166,37 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
   every = max(1, config.checkpoint_every)
   pending, t0 = None, time.time()
 
-  def report(m, step):  # metrics of the previous step: the host never waits on this one
+  def report(m, step, elapsed=None):  # metrics of the previous step: the host never waits on it
     m = jax.device_get(m)
-    elapsed = max(time.time() - t0, 1e-9)
+    elapsed = max(time.time() - t0 if elapsed is None else elapsed, 1e-9)
     writer.scalars(step, {"train/loss": m["loss"], "train/lr": m["lr"],
-                          "train/grad_norm": m["grad_norm"], "train/tokens_per_s": m["tokens"] / elapsed})
+                          "train/grad_norm": m["grad_norm"], "train/tokens_per_s": m["tokens"] / elapsed,
+                          **({"train/packed": m["packed"]} if "packed" in m else {})})
     bar.set_postfix_str(f"loss {float(m['loss']):.5f} lr {float(m['lr']):.3e}", refresh=False)
     if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
       raise UserError(f"{stage} loss/gradient became non-finite (loss {m['loss']}, grad norm "
                       f"{m['grad_norm']}) at step {step}", ckpts.directory,
                       "lower the learning rate; the last good checkpoint is kept as the latest")
 
-  for step in range(int(state["step"]), total):
+  if on_device:
+    if pack:
+      plan = device_epoch.choose_rows(plan, arrays, device_epoch.data_key(seed), math.lcm(8, mesh.size))
+    epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_cfg, opt=opt,
+                                          base_lr=c.learning_rate, schedule=schedule)
+    arrays = jax.device_put(arrays, sharding.replicated(mesh))
+    data_key, spe = device_epoch.data_key(seed), plan.steps_per_epoch
+    for epoch in range(int(state["step"]) // spe, epochs):
+      state, ms = epoch_fn(state, arrays, data_key, seed_key, epoch)
+      ms = jax.device_get(ms)  # the epoch's metrics, read back once
+      dt = (time.time() - t0) / spe
+      for i in range(spe):
+        report({k: v[i] for k, v in ms.items()}, epoch * spe + i + 1, dt)
+      t0 = time.time()
+      bar.update(spe)
+      step = (epoch + 1) * spe
+      if step // every > (step - spe) // every or step == total:
+        ckpts.save(state, {"epoch": epoch + 1}, meta)
+  for step in range(int(state["step"]), 0 if on_device else total):
     batch = sharding.put_batch(next(it), mesh)
     state, m = step_fn(state, batch, seed_key)
     if pending is not None:
@@ -160,7 +210,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
   if pending is not None:
     report(*pending)
   if ckpts.latest_step() is None or ckpts.latest_step() < total:
-    ckpts.save(state, it.get_state(), meta)  # a 0-step stage still leaves its checkpoint
+    ckpts.save(state, {"epoch": epochs} if on_device else it.get_state(), meta)  # a 0-step stage still leaves its checkpoint
   bar.close(), writer.close(), ckpts.close()
   return state["params"]
 

@@ -32,6 +32,7 @@ def get_config(preset=None):
   c.init_from = ""  # start from: a checkpoint folder (e.g. W/checkpoints/finetune) or a reference .params file
   c.checkpoint_every = 500  # steps; also at the end of every stage
   c.pack = True  # vanilla: pack examples into fewer rows (same loss and lr; dropout draws differ)
+  c.device_epochs = False  # True: each epoch is one compiled program (jax.random span corruption)
 
   c.data = ml_collections.ConfigDict(dict(
       source="a5",  # 'a5': the four A5 files in data.dir; 'synthetic': the built-in world
@@ -49,6 +50,15 @@ def get_config(preset=None):
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128
   c.pretrain = stage(650, 128, 6e-3, final_tokens)
+  c.pretrain.augment = ml_collections.ConfigDict(dict(  # birthjax/augment.py; all off: faithful
+      whole=False,  # windows covering the whole biography, no random truncation
+      name_prefix=False,  # with whole: the person's name starts every later window
+      name_visible=False,  # the masked span never covers the name at a window's start
+      copies=1,  # corruptions of each window (document) per epoch
+      crops=0,  # extra records a document per epoch: the name + the text from a random word
+      shift=0,  # document examples start 0..shift positions late (after PAD inputs)
+      qa_copies=0,  # finetuning TRAIN pairs mixed into each pretraining epoch, times each
+  ))
   c.finetune = stage(10, 256, 6e-4, final_tokens)  # 10 epochs after pretraining ...
   c.finetune.epochs_from_scratch = 75  # ... 75 when finetuning from scratch
   c.eval = ml_collections.ConfigDict(dict(

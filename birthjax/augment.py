@@ -1,0 +1,204 @@
+"""Knowledge-augmented pretraining records (`pretrain.augment.*`; all off by default).
+
+The faithful recipe makes one record per wiki.txt document and truncates it to a random
+length in [4, 7/8 block_size] before span corruption, so the birth place (often 50-150
+characters into a line) is frequently cut off, and each biography is read once an epoch.
+This module builds the pretraining records of the augmented recipe instead:
+
+- `whole`: a document is split into windows that fit block_size (block_size - 2 characters,
+  room for the two MASKs), at word boundaries, covering every character; each window is
+  span-corrupted without the random truncation (`corrupt_window`).
+- `name_prefix` (with `whole`): every later window starts with the person's name (`name_of`:
+  the line's title "NAME." of the A5 format, else the text before " was ", else the first
+  two words), so each window says whose fact it holds.
+- `name_visible`: the masked span never covers the name at the start of a window, so every
+  example trains "name -> a part of the biography", the direction a question needs.
+- `copies`: each window appears k times an epoch, each corrupted independently.
+- `crops`: k extra records a document an epoch, each the name followed by the document from
+  a random word on (`crop`, drawn at encode time): the same facts behind ever different
+  contexts, some right after the name ("NAME. Paris and wrote ..."), so the model has to
+  tie them to the name itself (Allen-Zhu & Li's knowledge augmentation, label-free).
+- `shift`: every document example (not the QA ones) starts 0..shift positions late, after
+  PAD inputs (whose targets are ignored). The model's position embeddings are learned and
+  absolute: a biography always at position 0 ties its facts to those positions, and a
+  question puts the name at position 10 ("Where was NAME"), where the faithful model
+  recalls far less (benchmarks: the own-line probe shifted by 10 characters drops from
+  20/25 to 4/25 on the quick start). Windows and crops leave room for the shift.
+- `qa_copies`: the finetuning train pairs (data.finetune ONLY, never dev or test) are mixed
+  in, k times each an epoch, encoded exactly as examples.qa_example.
+
+Records are tuples: (DOC, ids, name_length), (CROP, document ids, name_length, word starts)
+or (QA, question ids, answer ids); `encode`
+maps one record and its per-record rng to (x, y). Document and QA records are interleaved
+evenly (so an unshuffled epoch mixes them too).
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from birthjax import examples
+from birthjax.vocab import MASK, PAD, Vocab
+
+DOC, QA, CROP = 0, 1, 2
+MAX_TITLE = 60  # characters: a longer "title" is not a name
+
+
+def enabled(aug) -> bool:
+  """Whether a `pretrain.augment` config changes anything (None or all off: the faithful path)."""
+  return aug is not None and bool(aug.whole or aug.name_visible or aug.copies != 1
+                                  or aug.get("crops", 0) > 0 or aug.get("shift", 0) > 0
+                                  or aug.qa_copies > 0)
+
+
+def name_of(text: str) -> str:
+  """The person's name at the start of a biography line.
+
+  The A5 (and synthetic) line is "NAME. text": the text before the first ". " whose
+  preceding word is not an initial ("A. G. E. Blake.", "J.C. Patterson."). Otherwise the
+  text before " was " (if at most MAX_TITLE characters), else the first two words.
+  """
+  for m in re.finditer(r"\. ", text[:MAX_TITLE + 2]):
+    word = text[:m.start()].rsplit(" ", 1)[-1]
+    if len(word) > 1 and "." not in word:
+      return text[:m.start() + 1]  # the title with its '.'
+  i = text.find(" was ")
+  if 0 < i <= MAX_TITLE:
+    return text[:i]
+  return " ".join(text.split(" ")[:2])
+
+
+def split_document(doc: np.ndarray, name_len: int, capacity: int, name_prefix: bool,
+                   space_id: int | None):
+  """Windows of at most `capacity` ids whose bodies cover the document exactly.
+
+  Window 0 is doc[0:e0]; window k > 0 is (name +) doc[s_k:e_k] with s_k = e_{k-1}. A window
+  that does not reach the document's end ends before its last space (if that space lies in
+  the window's second half), so words are not cut; the space starts the next window, which
+  thus reads "NAME. rest". The name is left out when it would fill more than half a window.
+  Returns [(window ids int32, number of leading name ids in it)]; an empty document gives one
+  empty window.
+  """
+  name = doc[:name_len]
+  use_name = name_prefix and 0 < name_len <= capacity // 2
+  out, start = [], 0
+  while True:
+    head = name if (use_name and start > 0) else doc[:0]
+    room = capacity - len(head)
+    end = min(len(doc), start + room)
+    if end < len(doc) and space_id is not None:
+      spaces = np.flatnonzero(doc[start + room // 2 + 1:end] == space_id)
+      if len(spaces):
+        end = start + room // 2 + 1 + int(spaces[-1])
+    body = doc[start:end]
+    keep = len(head) if start > 0 else min(name_len, len(body))
+    out.append((np.concatenate([head, body]).astype(np.int32), keep))
+    if end >= len(doc):
+      return out
+    start = end
+
+
+def corrupt_window(window: np.ndarray, rng: np.random.Generator, block_size: int,
+                   keep: int = 0):
+  """Span corruption of a whole window (no truncation): `prefix ⁇ suffix ⁇ masked PAD...`.
+
+  As examples.span_corrupt with n = len(window): masked length uniform on
+  examples.masked_length_range(n), prefix length uniform on [keep', n - masked] where
+  keep' = min(keep, n - masked) (`keep` leading ids, the name, stay visible when they can).
+  """
+  n = len(window)
+  if n + 2 > block_size:
+    raise ValueError(f"window of {n} ids does not fit block_size {block_size} with two MASKs")
+  m_lo, m_hi = examples.masked_length_range(n)
+  m = int(rng.integers(m_lo, m_hi + 1))
+  p = int(rng.integers(min(keep, n - m), n - m + 1))
+  s = np.full(block_size, PAD, np.int32)
+  seq = np.concatenate([window[:p], [MASK], window[p + m:], [MASK], window[p:p + m]])
+  s[: len(seq)] = seq
+  return s[:-1], s[1:]
+
+
+def word_starts(doc: np.ndarray, name_len: int, space_id: int | None) -> np.ndarray:
+  """Positions after the name where a word starts (a non-space after a space)."""
+  if space_id is None or len(doc) <= name_len + 1:
+    return np.zeros(0, np.int64)
+  i = np.arange(name_len + 1, len(doc))
+  return i[(doc[i - 1] == space_id) & (doc[i] != space_id)]
+
+
+def crop(doc: np.ndarray, name_len: int, starts: np.ndarray, rng: np.random.Generator,
+         capacity: int) -> np.ndarray:
+  """The name, then the document from a random word start (the space before it included),
+  cut to `capacity` ids. Without a word start after the name: the document's start."""
+  if not len(starts):
+    return doc[:capacity]
+  start = int(starts[rng.integers(len(starts))]) - 1  # the space before the word
+  return np.concatenate([doc[:name_len], doc[start:start + capacity - name_len]])
+
+
+def interleave(parts: list[list]) -> list:
+  """Merge lists evenly: item i of a list of n sits at (i + 0.5) / n; ties keep list order."""
+  keyed = [((i + 0.5) / len(p), j, i, x) for j, p in enumerate(parts) for i, x in enumerate(p)]
+  return [x for *_, x in sorted(keyed, key=lambda t: t[:3])]
+
+
+def pretrain_records(documents, finetune, vocab: Vocab, aug, block_size: int) -> list:
+  """The records of one pretraining epoch (see the module docstring).
+
+  `finetune` must be the finetuning TRAIN pairs (input_pipeline.Data.finetune): they are
+  the only QA pairs that may reach pretraining.
+  """
+  capacity = block_size - 2 - aug.get("shift", 0)
+  space = vocab.stoi.get(" ")
+  docs = []
+  for doc in documents:
+    name_len = len(name_of(vocab.decode(doc))) if len(doc) else 0
+    if aug.whole:
+      parts = split_document(doc, name_len, capacity, aug.name_prefix, space)
+    else:
+      parts = [(doc, name_len)]
+    docs += [(DOC, w, k if aug.name_visible else 0) for w, k in parts]
+  docs = docs * aug.copies
+  if aug.get("crops", 0):
+    crops = []
+    for doc in documents:
+      if len(doc):
+        name_len = len(name_of(vocab.decode(doc)))
+        crops.append((CROP, doc, name_len, word_starts(doc, name_len, space)))
+    docs = interleave([docs, crops * aug.crops])
+  qa = [(QA, q, a) for q, a in finetune] * aug.qa_copies
+  return interleave([docs, qa]) if qa else docs
+
+
+def shift_right(x: np.ndarray, y: np.ndarray, k: int):
+  """The example (x, y) starting k positions later, after k PAD inputs (PAD targets)."""
+  s = np.concatenate([x, y[-1:]])
+  if k == 0:
+    return x, y
+  if np.any(s[len(s) - k:] != PAD):
+    raise ValueError(f"shifting by {k} would drop ids off the end of the row")
+  s = np.concatenate([np.full(k, PAD, np.int32), s[:len(s) - k]])
+  return s[:-1], s[1:]
+
+
+def encode(record, rng: np.random.Generator, block_size: int, whole: bool, shift: int = 0):
+  """(x, y) of one record: span corruption of a window (faithful truncation unless `whole`)
+  or of a crop, shifted right by 0..`shift`; or a QA example (never shifted)."""
+  if record[0] == QA:
+    return examples.qa_example(record[1], record[2], block_size)
+  room = block_size - shift  # the row a document example may fill before its shift
+  if record[0] == CROP:
+    _, doc, name_len, starts = record
+    window = crop(doc, name_len, starts, rng, room - 2)
+    x, y = corrupt_window(window, rng, block_size, min(name_len, len(window)))
+  else:
+    _, ids, keep = record
+    if whole:
+      x, y = corrupt_window(ids, rng, block_size, keep)
+    elif keep or shift:  # the faithful truncation (within the room), the name kept visible
+      lo, hi = examples.truncation_range(block_size)
+      x, y = corrupt_window(ids[: min(rng.integers(lo, hi + 1), room - 2)], rng, block_size, keep)
+    else:
+      return examples.span_corrupt(ids, rng, block_size)
+  return shift_right(x, y, int(rng.integers(0, shift + 1))) if shift else (x, y)

@@ -1,0 +1,230 @@
+"""On-device epochs (`config.device_epochs`): a whole epoch is one compiled program.
+
+The stage's records live on the device (pretraining: the first 7/8*block_size ids of every
+document, the most span corruption can keep; finetuning: the encoded QA examples, which
+need no randomness). One jitted call runs an epoch: its order (a permutation when
+`shuffle`), span corruption with jax.random, packing, batching and every train step, a
+`lax.scan` over the epoch's steps; the host reads the metrics back once per epoch, and
+checkpoints fall on epoch boundaries.
+
+Semantics are the host pipeline's (birthjax.input_pipeline, birthjax.packing), given the
+same draws; only the random stream differs (jax.random here, numpy there):
+* example k of epoch e is document order[k]; its draws (n, m, p) come from the key
+  fold_in(fold_in(data_key, e), document) with the ranges of birthjax.examples, and
+  `corrupt` builds the same ids as examples.corrupt (tested);
+* batches are consecutive runs of `batch_size` examples, the last one partial, padded
+  with invalid rows (row_mask False) to a multiple of the device count;
+* packing is the host's first-fit by decreasing length (ties by batch index) into a
+  fixed number of rows `rows`, chosen from the first epoch's batches with 10% headroom;
+  a batch that needs more rows trains unpacked (`lax.cond`), whose loss, gradients and
+  token count are the packed ones (birthjax.packing) up to float rounding.
+`run_epoch(..., scan=False)` runs the same step function from a Python loop, one jitted
+call per step: the debugging path, equal to the scan bit for bit on CPU (tested).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from birthjax import examples, sharding, train
+from birthjax.vocab import MASK, PAD
+
+
+# ----------------------------------------------------------------------------- records
+def pretrain_arrays(documents, block_size: int) -> dict:
+  """{'docs': [N, C] ids (PAD after the end), 'lens': [N]}, C = the longest truncation."""
+  c = examples.truncation_range(block_size)[1]
+  docs = np.full((len(documents), c), PAD, np.int32)
+  lens = np.zeros(len(documents), np.int32)
+  for i, d in enumerate(documents):
+    lens[i] = min(len(d), c)
+    docs[i, :lens[i]] = d[:lens[i]]
+  return {"docs": docs, "lens": lens}
+
+
+def finetune_arrays(pairs, block_size: int) -> dict:
+  """{'x', 'y': [N, block_size - 1]}: the QA examples, encoded once."""
+  xs, ys = zip(*(examples.qa_example(q, a, block_size) for q, a in pairs)) if pairs else ((), ())
+  w = block_size - 1
+  return {"x": np.array(xs, np.int32).reshape(-1, w), "y": np.array(ys, np.int32).reshape(-1, w)}
+
+
+# ----------------------------------------------------------------------------- span corruption
+def draws(key, length, block_size: int):
+  """(n, m, p) of one document of `length` ids: truncated length, masked length, start."""
+  lo, hi = examples.truncation_range(block_size)
+  k_n, k_m, k_p = jax.random.split(key, 3)
+  n = jnp.minimum(jax.random.randint(k_n, (), lo, hi + 1), length)
+  m_lo = jnp.where(n == 0, 0, jnp.maximum(1, (n + 4) // 8))  # examples.masked_length_range
+  m_hi = jnp.where(n == 0, 0, jnp.maximum(1, (3 * n + 4) // 8))
+  m = jax.random.randint(k_m, (), m_lo, m_hi + 1)
+  p = jax.random.randint(k_p, (), 0, n - m + 1)
+  return n, m, p
+
+
+def corrupt(doc_C, n, m, p, block_size: int):
+  """examples.corrupt in jax.numpy: `doc[:p] MASK doc[p+m:n] MASK doc[p:p+m] PAD...`."""
+  i = jnp.arange(block_size)
+  b = n - p - m  # suffix length
+  src = jnp.select([i < p, i <= p + b], [i, i - 1 + m], i - (n - m + 2) + p)
+  ids = jnp.take(doc_C, jnp.clip(src, 0, doc_C.shape[0] - 1))
+  s = jnp.where((i == p) | (i == p + b + 1), MASK, ids)
+  s = jnp.where(i < n + 2, s, PAD).astype(jnp.int32)
+  return s[:-1], s[1:]
+
+
+# ----------------------------------------------------------------------------- packing
+def example_lengths(y_BxT):
+  """packing.example_lengths in jax.numpy."""
+  has = y_BxT != PAD
+  t = y_BxT.shape[1]
+  return jnp.where(has.any(1), t - jnp.argmax(has[:, ::-1], axis=1), 0)
+
+
+def pack(x_BxT, y_BxT, valid_B, rows: int) -> tuple[dict, jax.Array]:
+  """packing.pack in jax.numpy with a fixed number of rows: (packed batch, rows needed)."""
+  b, w = x_BxT.shape
+  lengths = example_lengths(y_BxT)
+  n_B = jnp.where(valid_B, jnp.maximum(lengths, 1), 0)
+  order = jnp.argsort(-jnp.where(valid_B, lengths, -1), stable=True)
+
+  def place(carry, i):  # first fit: the first row with room (there are b rows, all fit)
+    free, count = carry
+    ni = n_B[i]
+    r = jnp.argmax(free >= ni)
+    r = jnp.where(ni > 0, r, b)  # invalid rows are dropped
+    off = w - free[jnp.minimum(r, b - 1)]
+    free = free.at[r].add(-ni, mode="drop")
+    seg = count[jnp.minimum(r, b - 1)] + 1
+    count = count.at[r].add(1, mode="drop")
+    return (free, count), (r, off, seg)
+
+  (_, count), (r, off, seg) = jax.lax.scan(
+      place, (jnp.full(b, w, jnp.int32), jnp.zeros(b, jnp.int32)), order)
+  row_B, off_B, seg_B = (jnp.zeros(b, jnp.int32).at[order].set(v) for v in (r, off, seg))
+  t = jnp.arange(w)[None, :]
+  cols = jnp.where(t < n_B[:, None], off_B[:, None] + t, w)  # out of range: dropped
+  rows_idx = jnp.broadcast_to(row_B[:, None], (b, w))
+  scatter = lambda v: jnp.zeros((b, w), jnp.int32).at[rows_idx, cols].set(v, mode="drop")[:rows]
+  packed = {"x": scatter(x_BxT), "y": scatter(y_BxT),
+            "segments": scatter(jnp.broadcast_to(seg_B[:, None], (b, w))),
+            "positions": scatter(jnp.broadcast_to(t, (b, w))), "row_examples": count[:rows]}
+  return packed, jnp.sum(count > 0)
+
+
+# ----------------------------------------------------------------------------- epochs
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The static shape of a stage's epochs."""
+  kind: str  # 'pretrain' (span corruption) or 'finetune' (QA examples)
+  n_records: int
+  batch_size: int  # examples a step, as configured
+  rows_per_batch: int  # batch_size padded to a multiple of the device count
+  block_size: int
+  shuffle: bool
+  rows: int = 0  # packed rows a step; 0: unpacked
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return math.ceil(self.n_records / self.batch_size)
+
+
+def make_plan(kind, n_records, batch_size, block_size, shuffle, devices) -> Plan:
+  return Plan(kind, n_records, batch_size, -(-batch_size // devices) * devices, block_size, shuffle)
+
+
+def keys(data_key, epoch):
+  """(order key, corruption key) of an epoch."""
+  return jax.random.split(jax.random.fold_in(data_key, epoch))
+
+
+def epoch_indices(plan: Plan, data_key, epoch):
+  """[steps, rows_per_batch] record indices of the epoch's batches, -1 for padding rows."""
+  n, b, spe = plan.n_records, plan.batch_size, plan.steps_per_epoch
+  order = jnp.arange(n, dtype=jnp.int32)
+  if plan.shuffle:
+    order = jax.random.permutation(keys(data_key, epoch)[0], order)
+  idx = jnp.full(spe * b, -1, jnp.int32).at[:n].set(order).reshape(spe, b)
+  return jnp.pad(idx, ((0, 0), (0, plan.rows_per_batch - b)), constant_values=-1)
+
+
+def make_batch(plan: Plan, arrays: dict, corrupt_key, idx_B):
+  """(x, y, valid) of one step's records; invalid rows are all PAD."""
+  valid = idx_B >= 0
+  ids = jnp.maximum(idx_B, 0)
+  if plan.kind == "pretrain":
+    k = jax.vmap(lambda i: jax.random.fold_in(corrupt_key, i))(ids)
+    n, m, p = jax.vmap(functools.partial(draws, block_size=plan.block_size))(k, arrays["lens"][ids])
+    x, y = jax.vmap(functools.partial(corrupt, block_size=plan.block_size))(
+        arrays["docs"][ids], n, m, p)
+  else:
+    x, y = arrays["x"][ids], arrays["y"][ids]
+  return jnp.where(valid[:, None], x, PAD), jnp.where(valid[:, None], y, PAD), valid
+
+
+def choose_rows(plan: Plan, arrays: dict, data_key, multiple: int) -> Plan:
+  """The plan with packed rows: the most the first epoch's batches need, plus 10%, rounded
+  up to `multiple`, at most the unpacked rows (then there is no point packing)."""
+  @jax.jit
+  def needed(arrays):
+    corrupt_key = keys(data_key, 0)[1]
+    def one(idx_B):
+      x, y, valid = make_batch(plan, arrays, corrupt_key, idx_B)
+      return pack(x, y, valid, plan.rows_per_batch)[1]
+    return jnp.max(jax.vmap(one)(epoch_indices(plan, data_key, 0)))
+  rows = -(-math.ceil(1.1 * int(needed(arrays))) // multiple) * multiple
+  return dataclasses.replace(plan, rows=rows if rows < plan.rows_per_batch else 0)
+
+
+@functools.lru_cache(maxsize=8)
+def compile_epoch(mesh, plan: Plan, *, model_cfg, opt: tuple, base_lr: float, schedule: tuple,
+                  scan: bool = True):
+  """jit(epoch)(state, arrays, data_key, seed_key, epoch) -> (state, metrics [steps]).
+
+  With scan=False, a function of the same signature that runs one jitted call per step.
+  """
+  step_fn = functools.partial(train.train_step, model_cfg=model_cfg, tx=train.make_tx(opt),
+                              base_lr=base_lr, schedule=dict(schedule))
+  data = sharding.batch_sharding(mesh)
+  on_mesh = lambda batch: jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, data), batch)
+
+  def one_step(state, arrays, corrupt_key, seed_key, idx_B):
+    x, y, valid = make_batch(plan, arrays, corrupt_key, idx_B)
+    unpacked = on_mesh({"x": x, "y": y, "row_mask": valid})
+    if not plan.rows:
+      state, m = step_fn(state, unpacked, seed_key)
+      return state, dict(m, packed=jnp.bool_(False))
+    packed, need = pack(x, y, valid, plan.rows)
+    state, m = jax.lax.cond(need <= plan.rows, lambda s: step_fn(s, on_mesh(packed), seed_key),
+                            lambda s: step_fn(s, unpacked, seed_key), state)
+    return state, dict(m, packed=need <= plan.rows)
+
+  rep = sharding.replicated(mesh)
+  if scan:
+    def epoch_fn(state, arrays, data_key, seed_key, epoch):
+      corrupt_key = keys(data_key, epoch)[1]
+      body = lambda s, idx_B: one_step(s, arrays, corrupt_key, seed_key, idx_B)
+      return jax.lax.scan(body, state, epoch_indices(plan, data_key, epoch))
+    return jax.jit(epoch_fn, in_shardings=rep, out_shardings=rep, donate_argnums=(0,))
+
+  step_jit = jax.jit(one_step, in_shardings=rep, out_shardings=rep, donate_argnums=(0,))
+  indices = jax.jit(lambda k, e: (epoch_indices(plan, k, e), keys(k, e)[1]))
+
+  def epoch_loop(state, arrays, data_key, seed_key, epoch):
+    idx, corrupt_key = indices(data_key, epoch)
+    ms = []
+    for idx_B in idx:
+      state, m = step_jit(state, arrays, corrupt_key, seed_key, idx_B)
+      ms.append(m)
+    return state, jax.tree.map(lambda *v: jnp.stack(v), *ms)
+  return epoch_loop
+
+
+def data_key(seed: int):
+  """The key of the data stream; dropout uses jax.random.key(seed) (birthjax.train)."""
+  return jax.random.fold_in(jax.random.key(seed), 0x7FFFFFFF)

@@ -1,0 +1,175 @@
+"""On-device epochs: the jax.random pipeline builds the host pipeline's examples and packs,
+its draws follow the span-corruption spec, and scan, step loop and host steps agree."""
+import os
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from birthjax import device_epoch as de
+from birthjax import examples, model, packing, run, sharding, train
+from tests.run_test import assert_same_tree, params_of, smoke_config
+
+T = 32
+
+
+def docs(seed=0, lengths=(0, 1, 3, 10, 27, 28, 40, 60, 5, 90, 17)):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(2, 50, size=k).astype(np.int32) for k in lengths]
+
+
+def test_corrupt_builds_the_host_example_from_the_same_draws():
+  ds = docs()
+  arr = de.pretrain_arrays(ds, T)
+  assert arr["docs"].shape == (len(ds), 28) and arr["lens"].tolist()[:8] == [0, 1, 3, 10, 27, 28, 28, 28]
+  draw = jax.jit(jax.vmap(lambda k, n: de.draws(k, n, T)))
+  build = jax.jit(jax.vmap(lambda d, n, m, p: de.corrupt(d, n, m, p, T)))
+  for s in range(20):
+    keys = jax.random.split(jax.random.key(s), len(ds))
+    n, m, p = draw(keys, jnp.asarray(arr["lens"]))
+    x, y = build(jnp.asarray(arr["docs"]), n, m, p)
+    for i, d in enumerate(ds):
+      xr, yr = examples.corrupt(d, int(n[i]), int(m[i]), int(p[i]), T)
+      np.testing.assert_array_equal(np.asarray(x[i]), xr)
+      np.testing.assert_array_equal(np.asarray(y[i]), yr)
+
+
+def test_hand_worked_corruption():
+  # doc 'abcdefgh' (ids 2..9), n = 6, span of m = 2 at p = 1: a MASK d e f MASK b c
+  doc = jnp.arange(2, 2 + 28, dtype=jnp.int32)
+  x, y = de.corrupt(doc, 6, 2, 1, 16)
+  s = [2, 1, 5, 6, 7, 1, 3, 4] + [0] * 8
+  assert np.asarray(x).tolist() == s[:-1] and np.asarray(y).tolist() == s[1:]
+
+
+def test_draws_follow_the_spec():
+  """Truncation uniform on [4, 7/8 T], masked length uniform on [round(n/8), round(3n/8)],
+  start uniform on [0, n - m]: exact ranges, and every value's frequency within 5 sigma."""
+  block, k = 128, 40_000
+  draw = jax.jit(jax.vmap(lambda key: de.draws(key, 1000, block)))
+  n, m, p = map(np.asarray, draw(jax.random.split(jax.random.key(0), k)))
+  lo, hi = examples.truncation_range(block)
+  assert (n.min(), n.max()) == (lo, hi) == (4, 112)
+
+  def uniform(values, a, b):
+    counts = np.bincount(values - a, minlength=b - a + 1)
+    assert len(counts) == b - a + 1 and counts.min() > 0
+    expect = len(values) / (b - a + 1)
+    assert np.abs(counts - expect).max() < 5 * np.sqrt(expect), (a, b, counts)
+  uniform(n, lo, hi)
+  for length in (112, 40, 8):
+    sel = n == length
+    m_lo, m_hi = examples.masked_length_range(length)
+    assert (m[sel].min(), m[sel].max()) == (m_lo, m_hi)
+    assert p[sel].min() == 0 and (p[sel] <= length - m[sel]).all()
+  big = jax.jit(jax.vmap(lambda key: de.draws(key, 60, block)))  # n = min(L, 60): many n = 60
+  n, m, p = map(np.asarray, big(jax.random.split(jax.random.key(1), k)))
+  sel = n == 60
+  uniform(m[sel], *examples.masked_length_range(60))  # [8, 23]
+  uniform(p[sel & (m == 15)], 0, 45)
+
+
+def test_epoch_indices_hand_worked():
+  plan = de.make_plan("pretrain", 10, 4, T, False, 2)
+  assert plan.steps_per_epoch == 3 and plan.rows_per_batch == 4
+  idx = np.asarray(de.epoch_indices(plan, de.data_key(0), 0))
+  assert idx.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, -1]]
+  plan = de.make_plan("pretrain", 7, 3, T, True, 4)  # 3 examples a step, padded to 4 rows
+  e0, e1 = (np.asarray(de.epoch_indices(plan, de.data_key(0), e)) for e in (0, 1))
+  assert e0.shape == (3, 4) and (e0[:, 3] == -1).all() and (e0[2, 1:] == -1).all()
+  assert sorted(e0[e0 >= 0].tolist()) == list(range(7)) and e0.tolist() != e1.tolist()
+
+
+def test_pack_equals_host_packing():
+  ds = docs(1, lengths=tuple(range(0, 80, 3)))
+  arr = jax.tree.map(jnp.asarray, de.pretrain_arrays(ds, T))
+  plan = de.make_plan("pretrain", len(ds), 6, T, True, 1)
+  pack = jax.jit(lambda x, y, v: de.pack(x, y, v, 8))
+  for e in range(3):
+    corrupt_key = de.keys(de.data_key(0), e)[1]
+    for idx_B in de.epoch_indices(plan, de.data_key(0), e):
+      x, y, v = de.make_batch(plan, arr, corrupt_key, idx_B)
+      host = packing.pack({"x": np.asarray(x), "y": np.asarray(y), "row_mask": np.asarray(v)}, 1)
+      dev, need = pack(x, y, v)
+      assert int(need) == len(host["x"])
+      for k, h in host.items():
+        d = np.asarray(dev[k])
+        np.testing.assert_array_equal(d[:len(h)], h, err_msg=k)
+        assert (d[len(h):] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  cfg = model.ModelConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=T,
+                          dropout=0.1, deterministic=False)
+  opt = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
+  sched = (("warmup_tokens", 100), ("final_tokens", 20_000), ("clamp", False))
+  mesh = sharding.make_mesh()
+  params = model.init_params(cfg, jax.random.key(0))
+  arrays = de.pretrain_arrays(docs(2, lengths=tuple(range(1, 90, 2))), T)  # 45 documents
+  plan = de.make_plan("pretrain", len(arrays["lens"]), 22, T, True, mesh.size)  # 3 steps of 24 rows
+  plan = de.choose_rows(plan, arrays, de.data_key(3), mesh.size)
+  assert 0 < plan.rows < plan.rows_per_batch
+  return cfg, opt, sched, mesh, params, arrays, plan
+
+
+def _epochs(tiny, scan, n=2):
+  cfg, opt, sched, mesh, params, arrays, plan = tiny
+  fn = de.compile_epoch(mesh, plan, model_cfg=cfg, opt=opt, base_lr=1e-2, schedule=sched, scan=scan)
+  params = jax.tree.map(jnp.copy, params)  # the state is donated
+  state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
+  ms = []
+  for e in range(n):
+    state, m = fn(state, jax.tree.map(jnp.asarray, arrays), de.data_key(3), jax.random.key(3), e)
+    ms.append(jax.device_get(m))
+  return state, ms
+
+
+def test_scan_equals_step_loop_bitwise(tiny):
+  s1, m1 = _epochs(tiny, True)
+  s2, m2 = _epochs(tiny, False)
+  assert_same_tree(s1, s2)
+  for a, b in zip(m1, m2):
+    np.testing.assert_array_equal(a["loss"], b["loss"])
+  assert all(m["packed"].all() for m in m1) and np.isfinite(m1[-1]["loss"]).all()
+
+
+def test_device_epoch_equals_host_steps_on_the_same_batches(tiny):
+  """The host path (numpy batches, birthjax.packing, the jitted train step) fed the examples
+  the device builds lands on the device path's parameters (float tolerance)."""
+  cfg, opt, sched, mesh, params, arrays, plan = tiny
+  dev_state, _ = _epochs(tiny, True, n=1)
+  step = train.compile_train_step(mesh, model_cfg=cfg, opt=opt, base_lr=1e-2, schedule=sched)
+  params = jax.tree.map(jnp.copy, params)
+  state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
+  corrupt_key = de.keys(de.data_key(3), 0)[1]
+  for idx_B in de.epoch_indices(plan, de.data_key(3), 0):
+    x, y, v = map(np.asarray, de.make_batch(plan, jax.tree.map(jnp.asarray, arrays), corrupt_key, idx_B))
+    batch = packing.pack({"x": x, "y": y, "row_mask": v}, plan.rows)  # host packing, same rows
+    state, _ = step(state, sharding.put_batch(batch, mesh), jax.random.key(3))
+  for a, b in zip(jax.tree.leaves(dev_state), jax.tree.leaves(state)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_run_with_device_epochs_resumes_bitwise(cache_dir, tmp_path):
+  config = smoke_config(cache_dir, stages="pretrain", device_epochs=True,
+                        **{"pretrain.epochs": 2, "pretrain.shuffle": True})
+  full = str(tmp_path / "full")
+  run.run(config, full)
+  # pretraining: 600 synthetic documents, 5 steps an epoch; checkpoints at epoch ends
+  d = os.path.join(full, "checkpoints", "pretrain")
+  assert sorted(int(s) for s in os.listdir(d) if s.isdigit()) == [5, 10]
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(full, resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", "pretrain", "10"))
+  run.run(config, resumed)
+  assert_same_tree(params_of(full, "pretrain", config), params_of(resumed, "pretrain", config))
+
+
+def test_device_epochs_refuse_the_augmented_recipe(cache_dir):
+  config = smoke_config(cache_dir, device_epochs=True, **{"pretrain.augment.whole": True})
+  with pytest.raises(run.UserError, match="device_epochs runs the faithful span corruption only"):
+    run.validate(config)
+  run.validate(smoke_config(cache_dir, device_epochs=True))  # the faithful recipe is fine
