@@ -1,7 +1,7 @@
 """Speed of the A5 recipe on this machine: train steps, one epoch, dev decoding; optionally
 side by side with the PyTorch reference model (birthjax.torch_a5), alternating, in one run.
 
-  python benchmarks/speed.py [--variant=vanilla|perceiver] [--vs-torch] [--json=PATH]
+  python benchmarks/speed.py [--variant=vanilla|perceiver] [--vs-torch] [--device-epochs] [--json=PATH]
 
 FLOP/s are XLA's cost analysis of the compiled step over the measured time; the matmul peak
 is a 2048^3 float32 matmul timed in the same run. Medians of --steps timed steps.
@@ -21,7 +21,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from birthjax import decode, input_pipeline, model, run, sharding, train  # noqa: E402
+from birthjax import decode, device_epoch, input_pipeline, model, run, sharding, train  # noqa: E402
 
 
 def timed(fn):
@@ -60,6 +60,34 @@ def jax_stage(config, stage, data, mesh, n, pack):
   return step, state, key, full, flops, input_pipeline.steps_per_epoch(n_records, c.batch_size)
 
 
+def device_epoch_time(config, stage, data, mesh, epochs=2):
+  """(median seconds of one on-device epoch, its steps): config.device_epochs=True, packed."""
+  c = config[stage]
+  records = data.documents if stage == "pretrain" else data.finetune
+  plan = device_epoch.make_plan(stage, len(records), c.batch_size, config.model.block_size,
+                                c.shuffle, mesh.size)
+  arrays = (device_epoch.pretrain_arrays if stage == "pretrain" else
+            device_epoch.finetune_arrays)(records, config.model.block_size)
+  key = device_epoch.data_key(0)
+  if config.model.variant == "vanilla":
+    plan = device_epoch.choose_rows(plan, arrays, key, mesh.size)
+  cfg = run.model_config(config, deterministic=False)
+  opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
+  sched = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens), ("clamp", False))
+  fn = device_epoch.compile_epoch(mesh, plan, model_cfg=cfg, opt=opt, base_lr=c.learning_rate,
+                                  schedule=sched)
+  params = model.init_params(cfg, jax.random.key(0))
+  state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
+  arrays = jax.device_put(arrays, sharding.replicated(mesh))
+  state, m = fn(state, arrays, key, jax.random.key(0), 0)  # compile + warm up
+  jax.block_until_ready(m)
+  ts = []
+  for e in range(1, epochs + 1):
+    (state, m), dt = timed(lambda: jax.block_until_ready(fn(state, arrays, key, jax.random.key(0), e)))
+    ts.append(dt)
+  return statistics.median(ts), plan.steps_per_epoch
+
+
 def torch_model(config):
   import torch
   from birthjax import torch_a5
@@ -87,6 +115,8 @@ def main():
   p.add_argument("--vs-torch", action="store_true")
   p.add_argument("--json", default="")
   p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--device-epochs", action="store_true",
+                 help="also time whole on-device epochs (config.device_epochs; compiles for minutes on CPU)")
   p.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "data", "cs224n_a5"))
   p.add_argument("--torch_decode_questions", type=int, default=50,
                  help="questions the reference loop decodes (scaled to 500 in the table)")
@@ -128,10 +158,17 @@ def main():
       rows.append(row)
       if stage == "pretrain" and pack == (a.variant == "vanilla"):
         out.update(train_step_s=med, examples_per_s=bs / med)
-  print("| stage, batch | step s | examples/s | GFLOP/s | of peak | epoch s (est.) | torch step s | torch/jax |")
+  if a.device_epochs:
+    for stage, bs in (("pretrain", 128), ("finetune", 256)):
+      epoch_s, spe = device_epoch_time(config, stage, data, mesh)
+      rows.append([f"{stage} b{bs} on-device epoch", epoch_s / spe, bs * spe / epoch_s, None, None,
+                   epoch_s])
+      if stage == "pretrain":
+        out.update(device_epoch_step_s=epoch_s / spe, device_epoch_s=epoch_s)
+  print("| stage, batch | step s | examples/s | GFLOP/s | of peak | epoch s (host: est.) | torch step s | torch/jax |")
   print("|---|---|---|---|---|---|---|---|")
   for r in rows:
-    cells = [r[0]] + [f"{v:.3f}" if v < 10 else f"{v:.1f}" for v in r[1:]]
+    cells = [r[0]] + ["" if v is None else f"{v:.3f}" if v < 10 else f"{v:.1f}" for v in r[1:]]
     print("| " + " | ".join(cells + [""] * (8 - len(cells))) + " |")
   # dev decoding: all 500 questions, greedy, 32 characters
   qs, _ = data.eval_sets["dev"]
