@@ -17,20 +17,25 @@ This module builds the pretraining records of the augmented recipe instead:
 - `crops`: k extra records a document an epoch, each the name followed by the document from
   a random word on (`crop`, drawn at encode time): the same facts behind ever different
   contexts, some right after the name ("NAME. Paris and wrote ..."), so the model has to
-  tie them to the name itself (Allen-Zhu & Li's knowledge augmentation, label-free).
+  tie them to the name itself (after Allen-Zhu & Li's knowledge augmentation, label-free;
+  no gain measured on the quick start, off in configs/augmented.py).
 - `shift`: every document example (not the QA ones) starts 0..shift positions late, after
   PAD inputs (whose targets are ignored). The model's position embeddings are learned and
   absolute: a biography always at position 0 ties its facts to those positions, and a
   question puts the name at position 10 ("Where was NAME"), where the faithful model
-  recalls far less (benchmarks: the own-line probe shifted by 10 characters drops from
-  20/25 to 4/25 on the quick start). Windows and crops leave room for the shift.
+  recalls far less (measured on the quick start: the own line, prefixed by 10 characters,
+  is completed with the birth place for 4 of 25 dev people instead of 20). Windows and
+  crops leave room for the shift.
+  `shift_text`: the shifted positions hold the tail of a random other document instead of
+  PAD (no targets there), so the name follows real text, as in a question (it made
+  shifted recall position-proof but did not help the questions; off).
 - `qa_copies`: the finetuning train pairs (data.finetune ONLY, never dev or test) are mixed
   in, k times each an epoch, encoded exactly as examples.qa_example.
 
-Records are tuples: (DOC, ids, name_length), (CROP, document ids, name_length, word starts)
-or (QA, question ids, answer ids); `encode`
-maps one record and its per-record rng to (x, y). Document and QA records are interleaved
-evenly (so an unshuffled epoch mixes them too).
+Records are tuples: (DOC, window ids, name length to keep visible), (CROP, document ids,
+name length, word starts) or (QA, question ids, answer ids); `encode` maps one record and
+its per-record rng to (x, y). Document and QA records are interleaved evenly (so an
+unshuffled epoch mixes them too).
 """
 from __future__ import annotations
 
@@ -171,20 +176,31 @@ def pretrain_records(documents, finetune, vocab: Vocab, aug, block_size: int) ->
   return interleave([docs, qa]) if qa else docs
 
 
-def shift_right(x: np.ndarray, y: np.ndarray, k: int):
-  """The example (x, y) starting k positions later, after k PAD inputs (PAD targets)."""
+def shift_right(x: np.ndarray, y: np.ndarray, k: int, fill: np.ndarray | None = None):
+  """The example (x, y) starting k positions later: after k PAD inputs (PAD targets, but the
+  last predicts the example's first id, as before), or after the last k ids of `fill`
+  (left-padded with PAD when shorter; none of the k targets is predicted)."""
   s = np.concatenate([x, y[-1:]])
   if k == 0:
     return x, y
   if np.any(s[len(s) - k:] != PAD):
     raise ValueError(f"shifting by {k} would drop ids off the end of the row")
-  s = np.concatenate([np.full(k, PAD, np.int32), s[:len(s) - k]])
-  return s[:-1], s[1:]
+  head = np.full(k, PAD, np.int32)
+  if fill is not None and len(fill):
+    tail = fill[-k:]
+    head[k - len(tail):] = tail
+  s = np.concatenate([head, s[:len(s) - k]])
+  y = s[1:].copy()
+  if fill is not None:
+    y[:k] = PAD  # the filler, and the window's first id after it, are not predicted
+  return s[:-1], y
 
 
-def encode(record, rng: np.random.Generator, block_size: int, whole: bool, shift: int = 0):
+def encode(record, rng: np.random.Generator, block_size: int, whole: bool, shift: int = 0,
+           fillers=None):
   """(x, y) of one record: span corruption of a window (faithful truncation unless `whole`)
-  or of a crop, shifted right by 0..`shift`; or a QA example (never shifted)."""
+  or of a crop, shifted right by 0..`shift` (after the tail of a random one of `fillers`, if
+  given); or a QA example (never shifted)."""
   if record[0] == QA:
     return examples.qa_example(record[1], record[2], block_size)
   room = block_size - shift  # the row a document example may fill before its shift
@@ -201,4 +217,8 @@ def encode(record, rng: np.random.Generator, block_size: int, whole: bool, shift
       x, y = corrupt_window(ids[: min(rng.integers(lo, hi + 1), room - 2)], rng, block_size, keep)
     else:
       return examples.span_corrupt(ids, rng, block_size)
-  return shift_right(x, y, int(rng.integers(0, shift + 1))) if shift else (x, y)
+  if not shift:
+    return x, y
+  k = int(rng.integers(0, shift + 1))
+  fill = fillers[int(rng.integers(len(fillers)))] if fillers else None
+  return shift_right(x, y, k, fill)

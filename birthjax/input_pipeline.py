@@ -169,8 +169,9 @@ def pretrain_batches(data: Data, cfg, *, block_size: int, seed: int, pad_to_mult
   aug = cfg.get("augment")
   if augment.enabled(aug):  # knowledge-augmented records (birthjax.augment): train pairs only
     records = augment.pretrain_records(data.documents, data.finetune, data.vocab, aug, block_size)
+    fillers = data.documents if aug.get("shift_text") else None
     encode = lambda record, rng: augment.encode(record, rng, block_size, aug.whole,
-                                                aug.get("shift", 0))
+                                                aug.get("shift", 0), fillers)
   else:  # the faithful recipe: one record a document
     records = data.documents
     encode = lambda doc, rng: examples.span_corrupt(doc, rng, block_size)

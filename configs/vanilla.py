@@ -57,6 +57,7 @@ def get_config(preset=None):
       copies=1,  # corruptions of each window (document) per epoch
       crops=0,  # extra records a document per epoch: the name + the text from a random word
       shift=0,  # document examples start 0..shift positions late (after PAD inputs)
+      shift_text=False,  # with shift: after the tail of a random other document, not PAD
       qa_copies=0,  # finetuning TRAIN pairs mixed into each pretraining epoch, times each
   ))
   c.finetune = stage(10, 256, 6e-4, final_tokens)  # 10 epochs after pretraining ...

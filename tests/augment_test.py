@@ -2,6 +2,7 @@
 recipe, configs/augmented.py)."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -23,7 +24,7 @@ TEXT = "Ann Lee. Ann Lee was born in Rome and lived in Oslo ."  # 53 characters
 
 def _aug(**kw):
   a = dict(whole=False, name_prefix=False, name_visible=False, copies=1, crops=0, shift=0,
-           qa_copies=0)
+           shift_text=False, qa_copies=0)
   a.update(kw)
   return ml_collections.ConfigDict(a)
 
@@ -184,6 +185,12 @@ def test_shift_right_by_hand():
   np.testing.assert_array_equal(sx, [0, 0, 5, 6, 1, 7, 1, 8])
   np.testing.assert_array_equal(sy, [0, 5, 6, 1, 7, 1, 8, 0])
   assert augment.shift_right(x, y, 0) == (x, y)
+  fx, fy = augment.shift_right(x, y, 3, fill=np.array([9, 10, 11, 12], np.int32))
+  np.testing.assert_array_equal(fx, [10, 11, 12, 5, 6, 1, 7, 1])  # the filler's last 3 ids
+  np.testing.assert_array_equal(fy, [0, 0, 0, 6, 1, 7, 1, 8])  # ... and its targets ignored
+  fx, fy = augment.shift_right(x, y, 3, fill=np.array([9], np.int32))  # a short filler
+  np.testing.assert_array_equal(fx, [0, 0, 9, 5, 6, 1, 7, 1])
+  np.testing.assert_array_equal(fy, [0, 0, 0, 6, 1, 7, 1, 8])
   with pytest.raises(ValueError, match="drop ids"):
     augment.shift_right(x, y, 4)
 
@@ -276,8 +283,8 @@ def test_augment_off_is_the_faithful_pipeline_bit_for_bit(world, shuffle, pack):
 
 
 def test_augmented_batches_deterministic_and_packable(world):
-  cfg = _stage(_aug(whole=True, name_prefix=True, name_visible=True, copies=2, qa_copies=1),
-               shuffle=True)
+  cfg = _stage(_aug(whole=True, name_prefix=True, name_visible=True, copies=2, qa_copies=1,
+                    shift=4, shift_text=True), shuffle=True)
   make = lambda seed, pack=False: input_pipeline.pretrain_batches(world, cfg, block_size=128,
                                                                   seed=seed, pack=pack)
   a, b, c = make(0), make(0), make(1)
@@ -298,7 +305,8 @@ def test_validate_rejects_bad_augment_settings():
                               ("crops", -1, "pretrain.augment.crops"),
                               ("shift", 33, "pretrain.augment.shift"),
                               ("qa_copies", -1, "pretrain.augment.qa_copies"),
-                              ("name_prefix", True, "needs pretrain.augment.whole")):
+                              ("name_prefix", True, "needs pretrain.augment.whole"),
+                              ("shift_text", True, "needs pretrain.augment.shift")):
     c = vanilla.get_config("smoke")
     c.pretrain.augment[field] = value
     with pytest.raises(UserError, match=match) as e:
@@ -341,9 +349,11 @@ def test_a5_record_count(a5_dir):
 
 def test_smoke_runs_all_stages(cache_dir, tmp_path, capsys):
   c = augmented.get_config("smoke")
-  c.data.update(source="synthetic", cache_dir=cache_dir, synthetic_people=60)
+  c.data.update(source="synthetic", cache_dir=cache_dir, synthetic_people=30)  # one step a stage
   results = run.run(c, str(tmp_path))
-  assert results["dev"]["total"] == 10 and 0 <= results["dev"]["correct"] <= 10
+  assert results["dev"]["total"] == 5 and 0 <= results["dev"]["correct"] <= 5
   assert "Correct: " in capsys.readouterr().out
   for split in ("dev", "test"):
     assert os.path.isfile(os.path.join(tmp_path, f"{split}.predictions"))
+  with open(os.path.join(tmp_path, "config.json")) as f:
+    assert json.load(f)["pretrain"]["augment"]["whole"] is True
