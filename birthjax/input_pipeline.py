@@ -146,7 +146,7 @@ def stage_batches(records, encode, *, epochs: int, batch_size: int, shuffle: boo
   ds = grain.MapDataset.source(records)
   if shuffle:
     ds = ds.shuffle(seed=seed)  # a new permutation every epoch
-  ds = ds.repeat(epochs).random_map(encode, seed=seed)  # fresh randomness every epoch
+  ds = ds.repeat(max(epochs, 1)).random_map(encode, seed=seed)  # fresh randomness every epoch
   spe = steps_per_epoch(n, batch_size)
 
   def make_batch(step):

@@ -62,6 +62,13 @@ def test_no_shuffle_file_order_and_partial_last_batch():
     np.testing.assert_array_equal(b["row_mask"], [True] * len(ex))
 
 
+def test_zero_epochs_is_an_empty_stage():
+  for shuffle in (False, True):
+    ds = input_pipeline.stage_batches(_tag_records(5), _identity, epochs=0, batch_size=2,
+                                      shuffle=shuffle, seed=0)
+    assert len(ds) == 0 and list(ds.to_iter_dataset()) == []
+
+
 def test_pad_to_multiple():
   ds = input_pipeline.stage_batches(_tag_records(5), _identity, epochs=2, batch_size=2,
                                     shuffle=False, seed=0, pad_to_multiple=4)
