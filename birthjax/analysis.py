@@ -38,6 +38,7 @@ import sys
 
 import numpy as np
 
+from birthjax import evaluate
 from birthjax.errors import UserError
 
 
@@ -131,21 +132,9 @@ def _mad(x) -> float:
 
 
 def save_png(fig, path: str):
-  """Save a matplotlib figure as PNG: written beside `path`, then renamed over it."""
-  import matplotlib.pyplot as plt
-  tmp = f"{path}.tmp.{os.getpid()}.png"
-  try:
-    fig.tight_layout()
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-  except OSError as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise UserError(f"cannot write the plot ({e.strerror or e})", path,
-                    "pass a writable --out folder") from e
-  finally:
-    plt.close(fig)
-  return path
+  """Save a matplotlib figure as PNG (tight layout), written then renamed."""
+  fig.tight_layout()
+  return evaluate.save_png(fig, path, dpi=110)
 
 
 def _figure(ncols: int = 1):
@@ -255,7 +244,7 @@ def attention_report(out: str) -> list[str]:
 
 def complexity_report(out: str, lengths, m: int, n_layer: int, n_embd: int, batch: int):
   """The l-sweep table (measured and closed form), complexity.md and complexity.png in `out`."""
-  from birthjax import complexity, evaluate
+  from birthjax import complexity
   results = complexity.sweep(lengths, batch=batch, m=m, n_layer=n_layer, n_embd=n_embd)
   table = complexity.sweep_table(results, batch, m=m, n_layer=n_layer, n_embd=n_embd)
   evaluate.atomic_write(os.path.join(out, "complexity.md"), table + "\n")

@@ -43,6 +43,18 @@ def atomic_write(path: str, text: str | bytes):
                     "make that folder writable, or use another --workdir") from None
 
 
+def save_png(fig, path: str, **savefig_kwargs) -> str:
+  """A matplotlib figure as a PNG file, written then renamed (atomic_write); closes it."""
+  import matplotlib.pyplot as plt
+  buf = io.BytesIO()
+  try:
+    fig.savefig(buf, format="png", **savefig_kwargs)
+  finally:
+    plt.close(fig)
+  atomic_write(path, buf.getvalue())
+  return path
+
+
 def write_predictions(path: str, predictions):
   """One prediction a line; a predicted newline becomes a space so lines stay aligned."""
   atomic_write(path, "".join(p.replace("\r", " ").replace("\n", " ") + "\n" for p in predictions))
@@ -147,7 +159,4 @@ def plot_coverage(path: str, confidences, correct, split: str = "dev"):
          xlim=(0, 102), ylim=(-2, 102), title=f"{split}: {len(correct)} questions")
   ax.grid(alpha=0.3)
   ax.legend(loc="best", fontsize=8)
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", bbox_inches="tight")
-  plt.close(fig)
-  atomic_write(path, buf.getvalue())
+  save_png(fig, path, bbox_inches="tight")

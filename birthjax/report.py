@@ -16,6 +16,7 @@ import os
 import struct
 import sys
 
+from birthjax import evaluate
 from birthjax.evaluate import atomic_write
 from birthjax.errors import UserError
 
@@ -103,15 +104,7 @@ def plot_curves(stage: str, scalars: dict, path: str):
     ax.set(title=f"{stage} {title}", xlabel="step")
     ax.grid(True, alpha=.3)
   fig.tight_layout()
-  tmp = f"{path}.tmp.{os.getpid()}"
-  try:
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
-  except OSError as e:
-    raise UserError(f"cannot write {os.path.basename(path)}: {e.strerror or e}",
-                    os.path.abspath(path), "make the workdir writable") from None
-  finally:
-    plt.close(fig)
+  evaluate.save_png(fig, path, dpi=100)
 
 
 # ----------------------------------------------------------------------------- reading
