@@ -1,7 +1,13 @@
 """Speed of the A5 recipe on this machine: train steps, one epoch, dev decoding; optionally
 side by side with the PyTorch reference model (birthjax.torch_a5), alternating, in one run.
 
-  python benchmarks/speed.py [--variant=vanilla|perceiver] [--vs-torch] [--device-epochs] [--json=PATH]
+  python benchmarks/speed.py [--variant=vanilla|perceiver] [--vs-torch] [--device-epochs]
+      [--dropout-rng=threefry|hash] [--json=PATH]
+
+`train_step_s` in the json is the pretraining step of the path the flags select: the host
+packed step, or with --device-epochs the on-device epoch's step (the fastest configured path
+is --device-epochs --dropout-rng=hash, i.e. --config.device_epochs=True
+--config.model.dropout_rng=hash).
 
 FLOP/s are XLA's cost analysis of the compiled step over the measured time; the matmul peak
 is a 2048^3 float32 matmul timed in the same run. Medians of --steps timed steps.
@@ -117,6 +123,8 @@ def main():
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--device-epochs", action="store_true",
                  help="also time whole on-device epochs (config.device_epochs; compiles for minutes on CPU)")
+  p.add_argument("--dropout-rng", default="threefry", choices=["threefry", "hash"],
+                 help="config.model.dropout_rng of the birthjax steps (hash: birthjax/fastrng.py)")
   p.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "data", "cs224n_a5"))
   p.add_argument("--torch_decode_questions", type=int, default=50,
                  help="questions the reference loop decodes (scaled to 500 in the table)")
@@ -124,16 +132,19 @@ def main():
   import vanilla
   config = vanilla.get_config()
   config.model.variant = a.variant
+  config.model.dropout_rng = a.dropout_rng
   config.data.dir = a.data_dir
   data = input_pipeline.load(config.data, config.model.block_size)
   mesh = sharding.make_mesh()
   peak = matmul_peak()
-  print(f"devices: {jax.devices()}  matmul peak (2048^3 f32): {peak / 1e9:.1f} GFLOP/s")
+  print(f"devices: {jax.devices()}  matmul peak (2048^3 f32): {peak / 1e9:.1f} GFLOP/s  "
+        f"dropout_rng: {a.dropout_rng}")
+  out = {"dropout_rng": a.dropout_rng, "device_epochs": a.device_epochs}
   if a.vs_torch:
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
     tnet, tstep = torch_model(config)
-  out, rows = {}, []
+  rows, torch_step = [], {}
   for stage, bs in (("pretrain", 128), ("finetune", 256)):
     for pack in ([True, False] if a.variant == "vanilla" else [False]):
       step, state, key, batches, flops, spe = jax_stage(config, stage, data, mesh, a.steps + 1, pack)
@@ -153,18 +164,22 @@ def main():
       if tt:
         tmed = statistics.median(tt)
         row += [tmed, tmed / med]
+        torch_step[stage] = tmed
         if stage == "pretrain":
           out["torch_train_step_s"] = tmed
       rows.append(row)
       if stage == "pretrain" and pack == (a.variant == "vanilla"):
-        out.update(train_step_s=med, examples_per_s=bs / med)
+        out.update(train_step_s=med, examples_per_s=bs / med, host_train_step_s=med)
   if a.device_epochs:
     for stage, bs in (("pretrain", 128), ("finetune", 256)):
       epoch_s, spe = device_epoch_time(config, stage, data, mesh)
-      rows.append([f"{stage} b{bs} on-device epoch", epoch_s / spe, bs * spe / epoch_s, None, None,
-                   epoch_s])
+      row = [f"{stage} b{bs} on-device epoch", epoch_s / spe, bs * spe / epoch_s, None, None, epoch_s]
+      if stage in torch_step:
+        row += [torch_step[stage], torch_step[stage] * spe / epoch_s]
+      rows.append(row)
       if stage == "pretrain":
-        out.update(device_epoch_step_s=epoch_s / spe, device_epoch_s=epoch_s)
+        out.update(device_epoch_step_s=epoch_s / spe, device_epoch_s=epoch_s,
+                   train_step_s=epoch_s / spe, examples_per_s=bs * spe / epoch_s)
   print("| stage, batch | step s | examples/s | GFLOP/s | of peak | epoch s (host: est.) | torch step s | torch/jax |")
   print("|---|---|---|---|---|---|---|---|")
   for r in rows:

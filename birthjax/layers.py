@@ -25,6 +25,7 @@ class ModelConfig:
   n_embd: int = 256
   block_size: int = 128
   dropout: float = 0.1
+  dropout_rng: str = "threefry"  # 'threefry' | 'hash' (birthjax.fastrng): how dropout bits are drawn
   bottleneck_dim: int = 64  # m: latents of the perceiver variants
   deterministic: bool = True  # False while training (dropout on)
 

@@ -16,8 +16,8 @@ import time
 import jax
 import numpy as np
 
-from birthjax import augment, checkpoint, decode, device_epoch, evaluate, input_pipeline, metrics
-from birthjax import model, sharding, train
+from birthjax import augment, checkpoint, decode, device_epoch, evaluate, fastrng, input_pipeline
+from birthjax import metrics, model, sharding, train
 from birthjax.errors import UserError
 
 STAGES = ("pretrain", "finetune", "evaluate")
@@ -53,6 +53,9 @@ def validate(config):
       (m.block_size >= 16, "model.block_size", None,
        "use an integer >= 16 (span corruption needs room)"),
       (0.0 <= m.dropout < 1.0, "model.dropout", None, "use a number in [0, 1)"),
+      (m.get("dropout_rng", "threefry") in fastrng.IMPLS, "model.dropout_rng",
+       f"unknown model.dropout_rng {m.get('dropout_rng')!r}",
+       "use 'threefry' (JAX's default, A5-faithful) or 'hash' (cheaper dropout masks)"),
       (not perceiver or m.bottleneck_dim >= 1, "model.bottleneck_dim", None, "use an integer >= 1"),
       (not perceiver or m.bottleneck_dim <= m.block_size, "model.bottleneck_dim",
        f"model.bottleneck_dim={m.bottleneck_dim} is larger than model.block_size={m.block_size}",
@@ -106,7 +109,8 @@ def model_config(config, deterministic=True) -> model.ModelConfig:
   m = config.model
   return model.ModelConfig(vocab_size=m.vocab_size, variant=m.variant, n_layer=m.n_layer,
                            n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                           dropout=m.dropout, bottleneck_dim=m.bottleneck_dim,
+                           dropout=m.dropout, dropout_rng=m.get("dropout_rng", "threefry"),
+                           bottleneck_dim=m.bottleneck_dim,
                            deterministic=deterministic)
 
 

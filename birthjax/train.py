@@ -2,7 +2,8 @@
 
 state = {'params', 'opt_state', 'step', 'tokens'}; `tokens` counts the target positions of
 real rows (PAD included, as the reference counts them) and drives the lr schedule.
-The step's dropout key is fold_in(seed_key, step), so a resumed run sees the same keys.
+The step's dropout key is fold_in(seed_key, step), so a resumed run sees the same keys;
+with model.dropout_rng='hash' its bits come from birthjax.fastrng.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from birthjax import loss, model, optim, perceiver, sharding
+from birthjax import fastrng, loss, model, optim, perceiver, sharding
 
 
 def init_state(params, tx) -> dict:
@@ -26,7 +27,7 @@ def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
   of 'row_mask'.
   """
   net = model.build(model_cfg)
-  rng = jax.random.fold_in(seed_key, state["step"])
+  rng = fastrng.rewrap(jax.random.fold_in(seed_key, state["step"]), model_cfg.dropout_rng)
 
   end, targets = perceiver.training_window(model_cfg, batch["y"])
   packed = {} if "segments" not in batch else {

@@ -46,6 +46,7 @@ def get_config(preset=None):
       variant="vanilla",  # 'vanilla' | 'perceiver' (A5) | 'perceiver_ar'
       vocab_size=256,  # PAD, MASK + the 254 characters of the A5 wiki.txt
       n_layer=4, n_head=8, n_embd=256, block_size=128, dropout=0.1,
+      dropout_rng="threefry",  # 'hash': dropout bits from a cheap hash (birthjax/fastrng.py)
       bottleneck_dim=64,  # m, latents of the perceiver variants (the reference's run.py: 32)
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128

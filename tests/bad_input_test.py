@@ -184,6 +184,8 @@ CASES = [
           "[--config.model.bottleneck_dim]")),
     Case("unknown_variant", "run", None, {"model.variant": "gpt5"},
          ("unknown model.variant 'gpt5'", "[--config.model.variant]", "vanilla, perceiver")),
+    Case("unknown_dropout_rng", "run", None, {"model.dropout_rng": "philox"},
+         ("unknown model.dropout_rng 'philox'", "[--config.model.dropout_rng]", "'hash'")),
     Case("unknown_data_source", "run", None, {"data.source": "wiki"},
          ("unknown data.source 'wiki'", "[--config.data.source]")),
     Case("unknown_stage", "run", None, {"stages": "pretrain,fientune"},
