@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEG_INF = -1e10
 
@@ -17,15 +18,29 @@ def causal_mask(t: int) -> jax.Array:
   return jnp.tril(jnp.ones((t, t), bool))
 
 
+def _scores(q_BxHxQxD, k_BxHxKxD, mask_QxK):
+  """float32 q k^T / sqrt(D), NEG_INF where the mask is False."""
+  att_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
+  att_BxHxQxK = att_BxHxQxK * (1.0 / jnp.sqrt(q_BxHxQxD.shape[-1]))
+  return jnp.where(mask_QxK, att_BxHxQxK, NEG_INF)
+
+
 def attend(q_BxHxQxD, k_BxHxKxD, v_BxHxKxD, mask_QxK, *, dropout_rate: float = 0.0,
            dropout_rng=None, deterministic: bool = True):
   """Softmax(q k^T / sqrt(D), masked) (dropout on the weights) @ v -> [B, H, Q, D]."""
-  d = q_BxHxQxD.shape[-1]
-  att_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
-  att_BxHxQxK = att_BxHxQxK * (1.0 / jnp.sqrt(d))
-  att_BxHxQxK = jnp.where(mask_QxK, att_BxHxQxK, NEG_INF)
+  att_BxHxQxK = _scores(q_BxHxQxD, k_BxHxKxD, mask_QxK)
   att_BxHxQxK = jax.nn.softmax(att_BxHxQxK, axis=-1).astype(v_BxHxKxD.dtype)
   if not deterministic and dropout_rate > 0.0:
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, att_BxHxQxK.shape)
     att_BxHxQxK = jnp.where(keep, att_BxHxQxK / (1.0 - dropout_rate), 0.0)
   return jnp.einsum("bhqk,bhkd->bhqd", att_BxHxQxK, v_BxHxKxD)
+
+
+def attend_parts(q_BxHxQxD, parts):
+  """`attend` (no dropout) over keys/values given as parts [(k, v, mask), ...] along the key
+  axis, without concatenating them: one softmax over all parts' scores (decoding caches)."""
+  scores = [_scores(q_BxHxQxD, k, m) for k, _, m in parts]
+  att = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
+  cuts = [int(x) for x in np.cumsum([s.shape[-1] for s in scores])[:-1]]
+  return sum(jnp.einsum("bhqk,bhkd->bhqd", a.astype(v.dtype), v)
+             for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))

@@ -6,8 +6,9 @@ is 20 rounds per pair of words; it is built to be a strong PRNG, which a dropout
 not need). The 'hash' impl keeps threefry's seed, split and fold_in (so keys, and everything
 derived from them, are the same) and replaces only `random_bits`: word i of a draw is a
 double murmur3 finaliser, fmix32(fmix32((i ^ k0) * golden + c1) ^ k1 ^ c2), keyed by the
-key's two words (c1, c2: SHA-2 constants, so an all-zero key does not hit fmix32(0) = 0). Each stage is a bijection of the 32-bit word, so a draw never repeats a word; about
-7 integer ops a word, ~100x cheaper than threefry on a CPU.
+key's two words (c1, c2: SHA-2 constants, so an all-zero key does not hit fmix32(0) = 0).
+Each stage is a bijection of the 32-bit word, so a draw never repeats a word. About 14
+integer ops a word: a [64, 8, 128, 128] Bernoulli mask takes ~5 ms here, threefry ~90 ms.
 
 Registered with `jax.extend.random.define_prng_impl`, so flax's nn.Dropout and
 jax.random.bernoulli use it unchanged: train_step rewraps its dropout key (`rewrap`).

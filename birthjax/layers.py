@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 
 import flax.linen as nn
-import jax
 
 from birthjax import attention
 
@@ -45,34 +44,23 @@ def Dropout(cfg: ModelConfig):
 class Attention(nn.Module):
   """Multi-head attention: queries from x_q, keys/values from x_kv, any [Q, K] mask.
 
-  KV cache (incremental decoding, `birthjax.decode`): with `cache=(k_BxHxSxDh,
-  v_BxHxSxDh, index_B)` the keys/values of the K new inputs x_kv are written into each
-  row's cache at positions index..index+K-1, the queries attend to all S cached positions
-  under `mask_QxK` (anything broadcasting to [B, H, Q, S]; the caller masks positions not
-  yet written), and the call returns (output, (k, v)) with the updated caches. Without a
-  cache (the default) nothing changes.
+  (Decoding with a KV cache, birthjax.decode, applies these same submodules to cached keys.)
   """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxQxD, x_BxKxD, mask_QxK, cache=None):
+  def __call__(self, x_BxQxD, x_BxKxD, mask_QxK):
     c = self.cfg
     split = lambda t: t.reshape(t.shape[0], t.shape[1], c.n_head, -1).transpose(0, 2, 1, 3)
     q = split(Dense(c.n_embd, "query")(x_BxQxD))
     k = split(Dense(c.n_embd, "key")(x_BxKxD))
     v = split(Dense(c.n_embd, "value")(x_BxKxD))
-    if cache is not None:
-      k_BxHxSxDh, v_BxHxSxDh, index_B = cache
-      write = jax.vmap(lambda buf_HxSxDh, new_HxKxDh, i: jax.lax.dynamic_update_slice(
-          buf_HxSxDh, new_HxKxDh.astype(buf_HxSxDh.dtype), (0, i, 0)))
-      k, v = write(k_BxHxSxDh, k, index_B), write(v_BxHxSxDh, v, index_B)
     rng = None if c.deterministic or c.dropout == 0 else self.make_rng("dropout")
     y = attention.attend(q, k, v, mask_QxK, dropout_rate=c.dropout, dropout_rng=rng,
                          deterministic=c.deterministic)
     b, q_len = y.shape[0], y.shape[2]
     y = y.transpose(0, 2, 1, 3).reshape(b, q_len, c.n_embd)
-    out = Dropout(c)(Dense(c.n_embd, "proj")(y))
-    return out if cache is None else (out, (k, v))
+    return Dropout(c)(Dense(c.n_embd, "proj")(y))
 
 
 class MLP(nn.Module):
@@ -90,18 +78,14 @@ class Block(nn.Module):
 
   With `x_kv`, queries come from x and keys/values from LN(x_kv) (same LN): the first
   Perceiver-AR layer is a vanilla layer computed for a subset of query positions.
-  With `cache` (see Attention), self-attention goes through the KV cache and the block
-  returns (x, updated (k, v)).
   """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxQxD, mask_QxK, x_BxKxD=None, cache=None):
+  def __call__(self, x_BxQxD, mask_QxK, x_BxKxD=None):
     ln1 = LayerNorm("ln1")
     h_q = ln1(x_BxQxD)
     h_kv = h_q if x_BxKxD is None else ln1(x_BxKxD)
-    y = Attention(self.cfg, name="attn")(h_q, h_kv, mask_QxK, cache=cache)
-    y, kv = y if cache is not None else (y, None)
-    x_BxQxD = x_BxQxD + y
+    x_BxQxD = x_BxQxD + Attention(self.cfg, name="attn")(h_q, h_kv, mask_QxK)
     x_BxQxD = x_BxQxD + MLP(self.cfg, name="mlp")(LayerNorm("ln2")(x_BxQxD))
-    return x_BxQxD if cache is None else (x_BxQxD, kv)
+    return x_BxQxD

@@ -162,3 +162,18 @@ def test_output_dtype_follows_v(dtype):
     assert out.dtype == dtype
     ref, _ = _np_attention(Q, K, V, np.asarray(attention.causal_mask(3)))
     np.testing.assert_allclose(np.asarray(out, np.float32), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_attend_parts_equals_attend_on_the_concatenation():
+  """Keys/values in three parts with their own masks: the same output as one attend() over
+  the concatenated keys, values and mask (the KV-cache decoding's layout)."""
+  ks = jax.random.split(jax.random.key(9), 4)
+  q = jax.random.normal(ks[0], (2, 3, 1, 4))
+  k = jax.random.normal(ks[1], (2, 3, 11, 4))
+  v = jax.random.normal(ks[2], (2, 3, 11, 4))
+  mask = jax.random.bernoulli(ks[3], 0.6, (2, 1, 1, 11)).at[:, :, :, 0].set(True)
+  cuts = [(0, 5), (5, 6), (6, 11)]
+  parts = [(k[:, :, a:b], v[:, :, a:b], mask[..., a:b]) for a, b in cuts]
+  got = jax.jit(attention.attend_parts)(q, parts)
+  np.testing.assert_allclose(got, ATTEND(q, k, v, mask), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(got, _np_attention(q, k, v, mask)[0], rtol=1e-5, atol=1e-6)

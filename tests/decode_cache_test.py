@@ -7,14 +7,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from birthjax import decode, examples, model
-from birthjax.layers import Attention
 from birthjax.vocab import MASK, Vocab
 from tests.params_util import random_params
 
@@ -110,48 +108,53 @@ def test_vanilla_all_rows_cached(vanilla):
     np.testing.assert_array_equal(g, want[i])
 
 
-def test_cached_model_logits_match_full_forward():
-  """Prefill of a padded batch then one token at a time, at row-specific positions: every
-  step's logits equal model.apply's on the whole sequence (up to float rounding)."""
-  params = _random_params(CFG, seed=3)
-  rng = np.random.default_rng(4)
-  seq = rng.integers(0, CFG.vocab_size, (4, T)).astype(np.int32)
-  lens = np.array([1, 4, 7, 10], np.int32)
-  prefill_width, cache_len = 10, T
-  full = np.asarray(model.build(CFG).apply({"params": params}, jnp.asarray(seq)))
-  apply = jax.jit(lambda *a, **kw: decode._CachedGPT(CFG).apply({"params": params}, *a, **kw))
-  zeros = jnp.zeros((4, CFG.n_head, cache_len, CFG.n_embd // CFG.n_head))
-  caches = tuple((zeros, zeros) for _ in range(CFG.n_layer))
-  buf = np.where(np.arange(prefill_width) < lens[:, None], seq[:, :prefill_width], 0)  # padded
-  logits, caches = apply(jnp.asarray(buf), jnp.zeros(4, jnp.int32), caches, last_B=jnp.asarray(lens - 1))
-  np.testing.assert_allclose(logits[:, 0], full[np.arange(4), lens - 1], rtol=1e-5, atol=1e-4)
-  for s in range(T - lens.max()):
-    pos = lens + s
-    logits, caches = apply(jnp.asarray(seq[np.arange(4), pos])[:, None], jnp.asarray(pos), caches)
-    np.testing.assert_allclose(logits[:, 0], full[np.arange(4), pos], rtol=1e-5, atol=1e-4)
+def _reference_scored(cfg, params, prompts, steps):
+  """The reference loop's tokens and the float32 log-softmax of each chosen token."""
+  net = model.build(cfg)
+  apply = jax.jit(lambda p, x: jax.nn.log_softmax(net.apply({"params": p}, x)[0, -1]))
+  toks, lps = [], []
+  for prompt in prompts:
+    x, lp = list(prompt), []
+    for _ in range(steps):
+      last = np.asarray(apply(params, jnp.asarray(x[-cfg.block_size:], jnp.int32)[None]))
+      x.append(int(np.argmax(last)))
+      lp.append(last[x[-1]])
+    toks.append(np.asarray(x[len(prompt):]))
+    lps.append(np.asarray(lp))
+  return toks, lps
 
 
-def test_cached_model_has_gpt_parameters():
-  x = jax.ShapeDtypeStruct((1, T), jnp.int32)
-  gpt = jax.eval_shape(model.build(CFG).init, jax.random.key(0), x)["params"]
-  kv = jax.ShapeDtypeStruct((1, CFG.n_head, T, CFG.n_embd // CFG.n_head), jnp.float32)
-  cached = jax.eval_shape(decode._CachedGPT(CFG).init, jax.random.key(0), x,
-                          jax.ShapeDtypeStruct((1,), jnp.int32), ((kv, kv),) * CFG.n_layer)["params"]
-  shapes = lambda tree: {k: v.shape for k, v in flax.traverse_util.flatten_dict(tree).items()}
-  assert shapes(cached) == shapes(gpt)
+def test_cache_groups_shared_prefix_and_phases():
+  """The KV-cache path's pieces all at once: prompts sharing a 6-token prefix (computed once),
+  sorted into 4 groups of different widths (16 rows on 4 devices), 20 steps (three phases of
+  the generated-token cache): the reference loop's tokens, and its log-probs to 1e-5."""
+  cfg = dataclasses.replace(CFG, block_size=48)
+  params = _random_params(cfg, seed=11)
+  rng = np.random.default_rng(12)
+  prefix = rng.integers(2, cfg.vocab_size, 6)
+  prompts = [np.concatenate([prefix, rng.integers(2, cfg.vocab_size, n)]).astype(np.int32)
+             for n in [1, 2, 3, 5, 8, 9, 13, 17, 20, 21, 22, 4, 1]]  # 13 prompts, 7..28 tokens
+  steps = 20
+  assert all(len(p) + steps - 1 <= cfg.block_size for p in prompts)  # all take the cache
+  assert len(decode._common_prefix(prompts)) == 6
+  want, want_lp = _reference_scored(cfg, params, prompts, steps)
+  _assert_varied(want)
+  got, got_lp = decode.greedy_generate_scored(params, cfg, prompts, steps=steps, batch_size=16)
+  for p, g, w, gl, wl in zip(prompts, got, want, got_lp, want_lp):
+    np.testing.assert_array_equal(g, w, err_msg=f"prompt of length {len(p)}")
+    np.testing.assert_allclose(gl, wl, rtol=1e-5, atol=1e-5)
+  # one group, no shared prefix (a prompt differs at its first token): the same tokens
+  other = [np.concatenate([[(prefix[0] - 1) % (cfg.vocab_size - 2) + 2], prompts[0][1:]]).astype(np.int32)]
+  got1 = decode.greedy_generate(params, cfg, prompts + other, steps=steps, batch_size=16, groups=1)
+  for g, w in zip(got1, want):
+    np.testing.assert_array_equal(g, w)
 
 
-def test_attention_cache_path_over_whole_width_is_the_default_path():
-  """Writing all T keys/values at 0 into a T-position cache is exactly the plain call."""
-  att = Attention(CFG)
-  x = jax.random.normal(jax.random.key(5), (2, T, CFG.n_embd))
-  mask = jnp.tril(jnp.ones((T, T), bool))
-  p = att.init(jax.random.key(6), x, x, mask)
-  plain = att.apply(p, x, x, mask)
-  zeros = jnp.full((2, CFG.n_head, T, CFG.n_embd // CFG.n_head), 7.0)
-  y, (k, v) = att.apply(p, x, x, mask, cache=(zeros, zeros, jnp.zeros(2, jnp.int32)))
-  np.testing.assert_array_equal(np.asarray(y), np.asarray(plain))
-  assert k.shape == zeros.shape and not np.any(np.asarray(k) == 7.0)
+def test_common_prefix():
+  a = np.array([3, 4, 5, 6]), np.array([3, 4, 9]), np.array([3, 4, 5])
+  np.testing.assert_array_equal(decode._common_prefix(a), [3, 4])
+  assert len(decode._common_prefix([np.array([1, 2]), np.array([2, 2])])) == 0
+  np.testing.assert_array_equal(decode._common_prefix([np.array([7, 8])]), [7, 8])
 
 
 # ----------------------------------------------------------------------------- perceivers
