@@ -19,8 +19,12 @@ def causal_mask(t: int) -> jax.Array:
 
 
 def _scores(q_BxHxQxD, k_BxHxKxD, mask_QxK):
-  """float32 q k^T / sqrt(D), NEG_INF where the mask is False."""
-  att_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
+  """float32 q k^T / sqrt(D), NEG_INF where the mask is False. Keys of batch 1 are shared
+  by every row (read once)."""
+  if k_BxHxKxD.shape[0] == 1 < q_BxHxQxD.shape[0]:
+    att_BxHxQxK = jnp.einsum("bhqd,hkd->bhqk", q_BxHxQxD, k_BxHxKxD[0]).astype(jnp.float32)
+  else:
+    att_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
   att_BxHxQxK = att_BxHxQxK * (1.0 / jnp.sqrt(q_BxHxQxD.shape[-1]))
   return jnp.where(mask_QxK, att_BxHxQxK, NEG_INF)
 
@@ -38,9 +42,11 @@ def attend(q_BxHxQxD, k_BxHxKxD, v_BxHxKxD, mask_QxK, *, dropout_rate: float = 0
 
 def attend_parts(q_BxHxQxD, parts):
   """`attend` (no dropout) over keys/values given as parts [(k, v, mask), ...] along the key
-  axis, without concatenating them: one softmax over all parts' scores (decoding caches)."""
+  axis, without concatenating them: one softmax over all parts' scores (decoding caches).
+  A part of batch 1 is shared by every row."""
   scores = [_scores(q_BxHxQxD, k, m) for k, _, m in parts]
   att = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
   cuts = [int(x) for x in np.cumsum([s.shape[-1] for s in scores])[:-1]]
-  return sum(jnp.einsum("bhqk,bhkd->bhqd", a.astype(v.dtype), v)
-             for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))
+  pv = lambda a, v: (jnp.einsum("bhqk,hkd->bhqd", a, v[0]) if v.shape[0] == 1 < a.shape[0] else
+                     jnp.einsum("bhqk,bhkd->bhqd", a, v))
+  return sum(pv(a.astype(v.dtype), v) for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))

@@ -160,53 +160,53 @@ def _decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_l
   Every prompt of the batch starts with `prefix` ([P] tokens, P = prefix_len): its keys and
   values are computed once and shared. Rows are in groups (sorted by length by the caller);
   group g's prompts continue with suffixes[g] ([R, W - P]; row r's prompt is its first
-  lens[g][r] tokens, right-padded). A group's cache is its prompt part (W columns,
-  positions = columns), then one part per phase of _PHASE steps for the generated tokens:
-  step s writes its input (the token of step s - 1, at position lens + s - 1) at the same
-  column of every row, and attends to the prompt part and the phases so far, so short
-  prompts and early steps do not read columns that hold nothing yet.
+  lens[g][r] tokens, right-padded). A group's cache is in parts, read as one (never
+  concatenated): the prefix (one part for all rows), its suffixes (W - P columns), then one
+  part per phase of _PHASE steps for the generated tokens: step s writes its input (the
+  token of step s - 1, at position lens + s - 1) at the same column of every row, and
+  attends to the prompt and the phases so far, so short prompts and early steps do not read
+  columns that hold nothing yet.
   """
   c = model_cfg
   dh = c.n_embd // c.n_head
   dtype = params["blocks_0"]["attn"]["key"]["kernel"].dtype
-  widths = [prefix_len + s.shape[1] for s in suffixes]
+  groups = range(len(suffixes))
   zeros = lambda r, s: jnp.zeros((r, c.n_head, s, dh), dtype)
-  if prefix_len:  # the shared prefix, once, then copied into every row's columns 0..P-1
+  shared = [()] * c.n_layer  # per layer: the prefix's (k, v) part, [1, H, P, Dh], or nothing
+  if prefix_len:  # the shared prefix, once; every row reads it (a batch-1 part, broadcast)
     x = _embed(params, c, prefix[None], jnp.arange(prefix_len))
     _, pre = _cached_blocks(params, c, [x], [(((zeros(1, prefix_len),) * 2,),) * c.n_layer],
                             [(0, 0)], [(attention.causal_mask(prefix_len)[None, None],)])
-  prompt = []
-  for s, w in zip(suffixes, widths):
-    if prefix_len:
-      put = lambda t: zeros(s.shape[0], w).at[:, :, :prefix_len].set(
-          jnp.broadcast_to(t, (s.shape[0],) + t.shape[1:]))
-      prompt.append(tuple(((put(k), put(v)),) for ((k, v),) in pre[0]))
-    else:
-      prompt.append(tuple(((zeros(s.shape[0], w),) * 2,) for _ in range(c.n_layer)))
-  # prefill: each group's suffix at columns P..W-1, causal
+    shared = [(layer[0],) for layer in pre[0]]
+  n_shared = len(shared[0])
+  # prefill: each group's suffix ([R, W - P], positions P..W-1) into its own part, causal
   xs = [_embed(params, c, s, prefix_len + jnp.arange(s.shape[1])[None]) for s in suffixes]
-  masks = [((jnp.arange(w)[None, :] <= prefix_len + jnp.arange(w - prefix_len)[:, None])[None, None],)
-           for w in widths]
-  hs, prompt = _cached_blocks(params, c, xs, prompt, [(0, prefix_len)] * len(xs), masks)
-  prompt = [tuple(layer[0] for layer in g) for g in prompt]  # [group][layer] = (k, v)
-  prompt_masks = [(jnp.arange(w)[None, :] < n[:, None])[:, None, None] for w, n in zip(widths, lens)]
+  caches = [tuple(shared[i] + ((zeros(s.shape[0], s.shape[1]),) * 2,) for i in range(c.n_layer))
+            for s in suffixes]
+  masks = [(True,) * n_shared + (jnp.tril(jnp.ones((s.shape[1],) * 2, bool))[None, None],)
+           for s in suffixes]
+  hs, prompt = _cached_blocks(params, c, xs, caches, [(n_shared, 0)] * len(xs), masks)
+  # [group][layer] = the prompt's parts; a step sees the prefix and each row's own suffix
+  prompt_masks = [(True,) * n_shared + ((jnp.arange(s.shape[1]) < (n - prefix_len)[:, None])[:, None, None],)
+                  for s, n in zip(suffixes, lens)]
   last = [jnp.take_along_axis(h, (n - 1 - prefix_len)[:, None, None], axis=1) for h, n in zip(hs, lens)]
   logits = [_head(params, h)[:, 0] for h in last]
   toks = [jnp.argmax(l, axis=-1).astype(jnp.int32) for l in logits]
   outs = [jnp.zeros((t.shape[0], steps), jnp.int32).at[:, 0].set(t) for t in toks]
   lps = [jnp.zeros((t.shape[0], steps), jnp.float32).at[:, 0].set(_chosen_logprob(l, t))
          for l, t in zip(logits, toks)]
-  done = [[] for _ in widths]  # [group][phase][layer] = (k, v) of finished phases
+  done = [[] for _ in groups]  # [group][phase][layer] = (k, v) of finished phases
 
   def step(lo, s, carry):
     toks, current, outs, lps = carry
     col = s - lo  # the column of this phase's part that the input token goes to
     xs = [_embed(params, c, t[:, None], (n + s - 1)[:, None]) for t, n in zip(toks, lens)]
     cur_mask = (jnp.arange(_PHASE) <= col)[None, None, None]
-    caches = [tuple((prompt[g][i],) + tuple(ph[i] for ph in done[g]) + (current[g][i],)
-                    for i in range(c.n_layer)) for g in range(len(widths))]
-    masks = [(prompt_masks[g],) + (True,) * len(done[g]) + (cur_mask,) for g in range(len(widths))]
-    hs, caches = _cached_blocks(params, c, xs, caches, [(len(done[0]) + 1, col)] * len(xs), masks)
+    caches = [tuple(prompt[g][i] + tuple(ph[i] for ph in done[g]) + (current[g][i],)
+                    for i in range(c.n_layer)) for g in groups]
+    masks = [prompt_masks[g] + (True,) * len(done[g]) + (cur_mask,) for g in groups]
+    write = (len(prompt_masks[0]) + len(done[0]), col)
+    hs, caches = _cached_blocks(params, c, xs, caches, [write] * len(xs), masks)
     current = [tuple(layer[-1] for layer in g) for g in caches]
     logits = [_head(params, h)[:, 0] for h in hs]
     toks = [jnp.argmax(l, axis=-1).astype(jnp.int32) for l in logits]
@@ -220,7 +220,7 @@ def _decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_l
     toks, current, outs, lps = jax.lax.fori_loop(lo, min(lo + _PHASE, steps),
                                                  functools.partial(step, lo),
                                                  (toks, current, outs, lps))
-    for g in range(len(widths)):
+    for g in groups:
       done[g].append(current[g])
   return outs, lps
 

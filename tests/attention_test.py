@@ -177,3 +177,8 @@ def test_attend_parts_equals_attend_on_the_concatenation():
   got = jax.jit(attention.attend_parts)(q, parts)
   np.testing.assert_allclose(got, ATTEND(q, k, v, mask), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(got, _np_attention(q, k, v, mask)[0], rtol=1e-5, atol=1e-6)
+  # a part of batch 1 is every row's: the same as that part repeated over the batch
+  k0, v0 = k.at[1, :, :5].set(k[0, :, :5]), v.at[1, :, :5].set(v[0, :, :5])
+  shared = [(k0[:1, :, :5], v0[:1, :, :5], True)] + parts[1:]
+  np.testing.assert_allclose(jax.jit(attention.attend_parts)(q, shared),
+                             ATTEND(q, k0, v0, mask.at[..., :5].set(True)), rtol=1e-6, atol=1e-6)
