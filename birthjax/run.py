@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 
@@ -187,7 +186,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
 
   if on_device:
     if pack:
-      plan = device_epoch.choose_rows(plan, arrays, device_epoch.data_key(seed), math.lcm(8, mesh.size))
+      plan = device_epoch.choose_rows(plan, arrays, device_epoch.data_key(seed), mesh.size)
     epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_cfg, opt=opt,
                                           base_lr=c.learning_rate, schedule=schedule)
     arrays = jax.device_put(arrays, sharding.replicated(mesh))
