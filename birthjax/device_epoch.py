@@ -128,6 +128,7 @@ class Plan:
   block_size: int
   shuffle: bool
   rows: int = 0  # packed rows a step; 0: unpacked
+  small_rows: int = 0  # a second, smaller packed shape for batches that fit it; 0: none
 
   @property
   def steps_per_epoch(self) -> int:
@@ -167,21 +168,37 @@ def make_batch(plan: Plan, arrays: dict, corrupt_key, idx_B):
   return jnp.where(valid[:, None], x, PAD), jnp.where(valid[:, None], y, PAD), valid
 
 
-def choose_rows(plan: Plan, arrays: dict, data_key, multiple: int, margin: float = 0.02) -> Plan:
+def choose_rows(plan: Plan, arrays: dict, data_key, multiple: int, margin: float = 0.02,
+                small: bool = True) -> Plan:
   """The plan with packed rows: the most the first epoch's batches need, plus `margin`,
   rounded up to `multiple` (the device count), at most the unpacked rows (then there is no
   point packing). A step's time grows with its rows (A5 pretraining on a CPU: 64 rows 1.65 s,
   80 rows 1.99 s), so the margin is small: over 5 A5 epochs the need was 51-73 rows (mean
-  62), the first epoch's most; a batch that needs more than the rows trains unpacked."""
+  62), the first epoch's most; a batch that needs more than the rows trains unpacked.
+  With `small`, also `small_rows`: the second shape that minimises the first epoch's rows
+  (a batch trains in the smallest shape that holds it; A5 pretraining: 64 and 75 rows)."""
   @jax.jit
   def needed(arrays):
     corrupt_key = keys(data_key, 0)[1]
     def one(idx_B):
       x, y, valid = make_batch(plan, arrays, corrupt_key, idx_B)
       return pack(x, y, valid, plan.rows_per_batch)[1]
-    return jnp.max(jax.vmap(one)(epoch_indices(plan, data_key, 0)))
-  rows = -(-math.ceil((1 + margin) * int(needed(arrays))) // multiple) * multiple
-  return dataclasses.replace(plan, rows=rows if rows < plan.rows_per_batch else 0)
+    return jax.vmap(one)(epoch_indices(plan, data_key, 0))
+  rows, small_rows = tiers(np.asarray(needed(arrays)), multiple, margin, plan.rows_per_batch)
+  return dataclasses.replace(plan, rows=rows, small_rows=small_rows if small else 0)
+
+
+def tiers(need, multiple: int, margin: float, unpacked: int) -> tuple[int, int]:
+  """(rows, small_rows) from the rows each batch needs: rows = the most + margin (0 when
+  that is no fewer than `unpacked`), small_rows = the size s < rows minimising the rows
+  trained, sum(s if n <= s else rows), or 0 when none saves any; multiples of `multiple`."""
+  up = lambda n: -(-int(n) // multiple) * multiple
+  rows = up(math.ceil((1 + margin) * int(np.max(need))))
+  if rows >= unpacked:
+    return 0, 0
+  cost = lambda s: int(np.where(np.asarray(need) <= s, s, rows).sum())
+  best = min(range(up(np.min(need)), rows, multiple), key=cost, default=0)
+  return rows, best if best and cost(best) < cost(rows) else 0
 
 
 @functools.lru_cache(maxsize=8)
@@ -202,10 +219,14 @@ def compile_epoch(mesh, plan: Plan, *, model_cfg, opt: tuple, base_lr: float, sc
     if not plan.rows:
       state, m = step_fn(state, unpacked, seed_key)
       return state, dict(m, packed=jnp.bool_(False))
-    packed, need = pack(x, y, valid, plan.rows)
-    state, m = jax.lax.cond(need <= plan.rows, lambda s: step_fn(s, on_mesh(packed), seed_key),
-                            lambda s: step_fn(s, unpacked, seed_key), state)
-    return state, dict(m, packed=need <= plan.rows)
+    packed, need = pack(x, y, valid, plan.rows)  # first fit fills rows 0..need-1
+    sizes = [r for r in (plan.small_rows, plan.rows) if r]
+    branches = [lambda s, r=r: step_fn(s, on_mesh(jax.tree.map(lambda a: a[:r], packed)), seed_key)
+                for r in sizes] + [lambda s: step_fn(s, unpacked, seed_key)]
+    tier = jnp.sum(jnp.array(sizes) < need)  # the smallest shape that holds the batch
+    state, m = jax.lax.switch(tier, branches, state)
+    rows = jnp.array(sizes + [plan.rows_per_batch])[tier]
+    return state, dict(m, packed=need <= plan.rows, rows=rows)
 
   rep = sharding.replicated(mesh)
   if scan:

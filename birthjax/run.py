@@ -177,7 +177,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
     elapsed = max(time.time() - t0 if elapsed is None else elapsed, 1e-9)
     writer.scalars(step, {"train/loss": m["loss"], "train/lr": m["lr"],
                           "train/grad_norm": m["grad_norm"], "train/tokens_per_s": m["tokens"] / elapsed,
-                          **({"train/packed": m["packed"]} if "packed" in m else {})})
+                          **({"train/packed": m["packed"], "train/rows": m["rows"]} if "packed" in m else {})})
     bar.set_postfix_str(f"loss {float(m['loss']):.5f} lr {float(m['lr']):.3e}", refresh=False)
     if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
       raise UserError(f"{stage} loss/gradient became non-finite (loss {m['loss']}, grad norm "

@@ -1,5 +1,6 @@
 """On-device epochs: the jax.random pipeline builds the host pipeline's examples and packs,
 its draws follow the span-corruption spec, and scan, step loop and host steps agree."""
+import dataclasses
 import os
 import shutil
 
@@ -112,7 +113,19 @@ def tiny():
   plan = de.make_plan("pretrain", len(arrays["lens"]), 22, T, True, mesh.size)  # 3 steps of 24 rows
   plan = de.choose_rows(plan, arrays, de.data_key(3), mesh.size)
   assert 0 < plan.rows < plan.rows_per_batch
+  # two packed shapes, each taken by some step of the 2 epochs the tests run
+  plan = dataclasses.replace(plan, small_rows=plan.rows - mesh.size)
   return cfg, opt, sched, mesh, params, arrays, plan
+
+
+def test_tiers_hand_worked():
+  # rows: ceil(1.02 * 73) = 75; small: s = 62 trains 62 * 3 + 75 = 261 rows, fewer than
+  # s = 60 (270), 51 (276), 73 (292) or one shape (300)
+  assert de.tiers([51, 60, 62, 73], 1, 0.02, 128) == (75, 62)
+  assert de.tiers([51, 60, 62, 73], 4, 0.02, 128) == (76, 64)  # multiples of 4: 64*3 + 76
+  assert de.tiers([70, 70, 70], 1, 0.02, 128) == (72, 70)  # 70 * 3 < 72 * 3
+  assert de.tiers([7, 7], 8, 0.0, 64) == (8, 0)  # no smaller multiple of 8 holds 7
+  assert de.tiers([100, 120], 8, 0.1, 128) == (0, 0)  # no fewer than unpacked: no packing
 
 
 def _epochs(tiny, scan, n=2):
@@ -134,6 +147,9 @@ def test_scan_equals_step_loop_bitwise(tiny):
   for a, b in zip(m1, m2):
     np.testing.assert_array_equal(a["loss"], b["loss"])
   assert all(m["packed"].all() for m in m1) and np.isfinite(m1[-1]["loss"]).all()
+  _, _, _, _, _, _, plan = tiny
+  used = set(np.concatenate([m["rows"] for m in m1]).tolist())
+  assert used == {plan.small_rows, plan.rows}, used  # both packed shapes were trained
 
 
 def test_device_epoch_equals_host_steps_on_the_same_batches(tiny):
@@ -147,7 +163,10 @@ def test_device_epoch_equals_host_steps_on_the_same_batches(tiny):
   corrupt_key = de.keys(de.data_key(3), 0)[1]
   for idx_B in de.epoch_indices(plan, de.data_key(3), 0):
     x, y, v = map(np.asarray, de.make_batch(plan, jax.tree.map(jnp.asarray, arrays), corrupt_key, idx_B))
-    batch = packing.pack({"x": x, "y": y, "row_mask": v}, plan.rows)  # host packing, same rows
+    ex = {"x": x, "y": y, "row_mask": v}
+    need = int((packing.pack(ex, plan.rows)["row_examples"] > 0).sum())
+    rows = plan.small_rows if need <= plan.small_rows else plan.rows  # the device's shape
+    batch = packing.pack(ex, rows)  # host packing into as many rows
     state, _ = step(state, sharding.put_batch(batch, mesh), jax.random.key(3))
   for a, b in zip(jax.tree.leaves(dev_state), jax.tree.leaves(state)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
