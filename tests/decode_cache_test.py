@@ -139,7 +139,8 @@ def test_cache_groups_shared_prefix_and_phases():
   assert len(decode._common_prefix(prompts)) == 6
   want, want_lp = _reference_scored(cfg, params, prompts, steps)
   _assert_varied(want)
-  got, got_lp = decode.greedy_generate_scored(params, cfg, prompts, steps=steps, batch_size=16)
+  got, got_lp = decode.greedy_generate_scored(params, cfg, prompts, steps=steps, batch_size=16,
+                                              groups=4)
   for p, g, w, gl, wl in zip(prompts, got, want, got_lp, want_lp):
     np.testing.assert_array_equal(g, w, err_msg=f"prompt of length {len(p)}")
     np.testing.assert_allclose(gl, wl, rtol=1e-5, atol=1e-5)
