@@ -239,7 +239,7 @@ def _rows(n: int, batch_size: int, multiple: int) -> int:
 def _generate_cached(params, model_cfg, prompts, rows, mesh, steps, groups):
   """[(ids, logprobs)] of each prompt through _decode_cached: `rows` rows (the prompts, then
   copies of the shortest) sorted by length into `groups` equal groups, each group's prompt
-  width its longest prompt rounded up to block_size / 16, the batch's common prefix shared."""
+  width its longest prompt rounded up to block_size / 32, the batch's common prefix shared."""
   quantum = max(1, model_cfg.block_size // 32)
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   order = [order[0]] * (rows - len(prompts)) + order  # padding rows first: shortest prompt
