@@ -18,13 +18,20 @@ def causal_mask(t: int) -> jax.Array:
   return jnp.tril(jnp.ones((t, t), bool))
 
 
+def _einsum(spec: str, a, b):
+  """jnp.einsum(spec, a, b); a `b` of batch 1 (a shared cache part) serves every row of `a`,
+  read once instead of broadcast."""
+  if b.shape[0] == 1 < a.shape[0]:
+    lhs, rhs = spec.split(",")
+    rhs, out = rhs.split("->")
+    return jnp.einsum(f"{lhs},{rhs[1:]}->{out}", a, b[0])
+  return jnp.einsum(spec, a, b)
+
+
 def _scores(q_BxHxQxD, k_BxHxKxD, mask_QxK):
   """float32 q k^T / sqrt(D), NEG_INF where the mask is False. Keys of batch 1 are shared
   by every row (read once)."""
-  if k_BxHxKxD.shape[0] == 1 < q_BxHxQxD.shape[0]:
-    att_BxHxQxK = jnp.einsum("bhqd,hkd->bhqk", q_BxHxQxD, k_BxHxKxD[0]).astype(jnp.float32)
-  else:
-    att_BxHxQxK = jnp.einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
+  att_BxHxQxK = _einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
   att_BxHxQxK = att_BxHxQxK * (1.0 / jnp.sqrt(q_BxHxQxD.shape[-1]))
   return jnp.where(mask_QxK, att_BxHxQxK, NEG_INF)
 
@@ -47,6 +54,5 @@ def attend_parts(q_BxHxQxD, parts):
   scores = [_scores(q_BxHxQxD, k, m) for k, _, m in parts]
   att = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
   cuts = [int(x) for x in np.cumsum([s.shape[-1] for s in scores])[:-1]]
-  pv = lambda a, v: (jnp.einsum("bhqk,hkd->bhqd", a, v[0]) if v.shape[0] == 1 < a.shape[0] else
-                     jnp.einsum("bhqk,bhkd->bhqd", a, v))
-  return sum(pv(a.astype(v.dtype), v) for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))
+  return sum(_einsum("bhqk,bhkd->bhqd", a.astype(v.dtype), v)
+             for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import decode, examples, model
+from birthjax import decode, examples, kv_cache, model
 from birthjax.vocab import MASK, Vocab
 from tests.params_util import random_params
 
@@ -136,7 +136,7 @@ def test_cache_groups_shared_prefix_and_phases():
              for n in [1, 2, 3, 5, 8, 9, 13, 17, 20, 21, 22, 4, 1]]  # 13 prompts, 7..28 tokens
   steps = 20
   assert all(len(p) + steps - 1 <= cfg.block_size for p in prompts)  # all take the cache
-  assert len(decode._common_prefix(prompts)) == 6
+  assert len(kv_cache.common_prefix(prompts)) == 6
   want, want_lp = _reference_scored(cfg, params, prompts, steps)
   _assert_varied(want)
   got, got_lp = decode.greedy_generate_scored(params, cfg, prompts, steps=steps, batch_size=16,
@@ -153,9 +153,9 @@ def test_cache_groups_shared_prefix_and_phases():
 
 def test_common_prefix():
   a = np.array([3, 4, 5, 6]), np.array([3, 4, 9]), np.array([3, 4, 5])
-  np.testing.assert_array_equal(decode._common_prefix(a), [3, 4])
-  assert len(decode._common_prefix([np.array([1, 2]), np.array([2, 2])])) == 0
-  np.testing.assert_array_equal(decode._common_prefix([np.array([7, 8])]), [7, 8])
+  np.testing.assert_array_equal(kv_cache.common_prefix(a), [3, 4])
+  assert len(kv_cache.common_prefix([np.array([1, 2]), np.array([2, 2])])) == 0
+  np.testing.assert_array_equal(kv_cache.common_prefix([np.array([7, 8])]), [7, 8])
 
 
 # ----------------------------------------------------------------------------- perceivers
