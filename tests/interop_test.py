@@ -17,7 +17,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from birthjax import checkpoint, decode, interop, model, torch_a5  # noqa: E402
+from birthjax import checkpoint, decode, interop, interop_cli, model, torch_a5  # noqa: E402
 from birthjax.errors import UserError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,18 +229,18 @@ def test_cli_export_of_an_orbax_checkpoint(tmp_path, capsys):
   assert np.abs(torch_logits(m, idx) - jax_logits(cfg, params, idx)).max() <= 1e-4
 
   # a --config that contradicts the checkpoint's own model config is refused (in process)
-  assert interop.main(["export", ckpt_dir, f"--out={out}",
+  assert interop_cli.main(["export", ckpt_dir, f"--out={out}",
                        f"--config={ROOT}/configs/vanilla.py:smoke"]) == 1
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: the config's model differs") and "variant" in err and "\n" not in err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-  assert interop.main(["export", str(tmp_path / "none"), "--out=x.params"]) == 1
+  assert interop_cli.main(["export", str(tmp_path / "none"), "--out=x.params"]) == 1
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: no checkpoint found") and "\n" not in err
   os.makedirs(tmp_path / "w" / "checkpoints")
-  assert interop.main(["export", str(tmp_path / "w"), "--out=x.params"]) == 1
+  assert interop_cli.main(["export", str(tmp_path / "w"), "--out=x.params"]) == 1
   err = capsys.readouterr().err.strip()
   assert "workdir" in err and "checkpoints/finetune" in err and "\n" not in err
   assert not os.path.exists(tmp_path / "none")  # probing creates no folder

@@ -1,0 +1,124 @@
+"""`python -m birthjax.interop export CKPT_DIR --out=FILE.params [--config=configs/X.py[:preset]]`:
+the latest parameters of an orbax stage folder as a `.params` file the A5 reference loads
+(birthjax.interop does the conversion). The model config comes from the checkpoint's meta,
+or from --config for checkpoints whose meta lacks it (then both must agree).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import sys
+
+import numpy as np
+
+from birthjax.errors import UserError
+from birthjax.interop import MODEL_FIELDS, _torch, gpt_config, save_torch_file
+
+
+def _config_model(spec: str) -> dict:
+  """config.model of `configs/X.py[:preset]` as a dict."""
+  file, _, preset = spec.partition(":")
+  if not os.path.isfile(file):
+    raise UserError("no such config file", file, "pass --config=configs/vanilla.py[:preset]")
+  try:
+    mod_spec = importlib.util.spec_from_file_location(
+        "_interop_config_" + re.sub(r"\W", "_", os.path.basename(file)), file)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    config = mod.get_config(preset or None)
+  except Exception as e:  # noqa: BLE001
+    raise UserError(f"cannot load the config ({type(e).__name__}: {e})", spec,
+                    "pass --config=configs/vanilla.py[:preset]") from None
+  return config.model.to_dict()
+
+
+def _model_cfg(fields: dict, where: str):
+  from birthjax.layers import ModelConfig
+  missing = [k for k in MODEL_FIELDS if k not in fields]
+  if missing:
+    raise UserError(f"the model config lacks {', '.join(missing)}", where,
+                    "pass --config=configs/X.py[:preset] of the run that wrote the checkpoint")
+  return ModelConfig(vocab_size=int(fields["vocab_size"]), variant=str(fields["variant"]),
+                     n_layer=int(fields["n_layer"]), n_head=int(fields["n_head"]),
+                     n_embd=int(fields["n_embd"]), block_size=int(fields["block_size"]),
+                     dropout=float(fields["dropout"]), bottleneck_dim=int(fields["bottleneck_dim"]))
+
+
+def export(ckpt_dir: str, out: str, config: str | None = None) -> str:
+  """Write the latest parameters of an orbax stage folder as a reference `.params` file."""
+  _torch()  # fail before the slow restore
+  import jax
+  from birthjax import checkpoint, model
+  d = os.path.abspath(ckpt_dir)
+  if os.path.isdir(os.path.join(d, "checkpoints")):  # a workdir, not a stage folder
+    raise UserError("no checkpoint found (this is a workdir)", d, "pass a stage folder inside it, "
+                    f"e.g. {os.path.join(d, 'checkpoints', 'finetune')}")
+  fix = "pass a stage folder such as W/checkpoints/finetune"
+  if not os.path.isdir(d):
+    raise UserError("no checkpoint found", d, fix)
+  ckpts = checkpoint.StageCheckpoints(d)
+  try:
+    if ckpts.latest_step() is None:
+      raise UserError("no checkpoint found", d, fix)
+    latest_meta = getattr(ckpts, "latest_meta", None)  # the newest readable meta
+    meta = latest_meta() if latest_meta else ckpts.meta()
+  finally:
+    ckpts.close()
+  fields = meta.get("model") if isinstance(meta, dict) else None
+  if config is not None:
+    given = _config_model(config)
+    if fields is not None:
+      diff = [k for k in MODEL_FIELDS if k != "dropout" and fields.get(k) != given.get(k)]
+      if diff:
+        raise UserError("the config's model differs from the checkpoint's ("
+                        + ", ".join(f"{k}: {given.get(k)!r} vs {fields.get(k)!r}" for k in diff)
+                        + ")", config, "drop --config (the checkpoint's own model config is used) "
+                        "or pass the config of the run that wrote it")
+    fields = given
+  if fields is None:
+    raise UserError("the checkpoint's meta has no model config", d,
+                    "pass --config=configs/X.py[:preset] of the run that wrote it")
+  cfg = _model_cfg(fields, d if config is None else config)
+  gpt_config(cfg)  # a variant the reference has, before the slow restore
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shapes = jax.eval_shape(model.build(cfg).init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, cfg.block_size), jax.numpy.int32))["params"]
+  like = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=dev), shapes)
+  try:
+    params, _ = checkpoint.restore_params(d, like)
+  except UserError:
+    raise
+  except Exception as e:  # noqa: BLE001 - a checkpoint that does not fit the model config
+    raise UserError(f"cannot restore the parameters ({type(e).__name__}: "
+                    f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})", d,
+                    "pass the --config of the run that wrote the checkpoint") from None
+  params = jax.tree.map(np.asarray, jax.device_get(params))
+  path = save_torch_file(params, cfg, out)
+  print(f"wrote {path}: {cfg.variant}, {model.param_count(params)} parameters "
+        f"(load with model.load_state_dict(torch.load(FILE)))")
+  return path
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m birthjax.interop",
+                                   description="Weights between birthjax and the A5 PyTorch reference.")
+  sub = parser.add_subparsers(dest="command", required=True)
+  ex = sub.add_parser("export", help="an orbax stage folder -> a reference .params file")
+  ex.add_argument("ckpt_dir", help="a stage folder, e.g. runs/vanilla/checkpoints/finetune")
+  ex.add_argument("--out", required=True, help="the .params file to write")
+  ex.add_argument("--config", default=None,
+                  help="configs/X.py[:preset]; only for checkpoints whose meta lacks the model config")
+  args = parser.parse_args(argv)
+  try:
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)
+  except ImportError:
+    pass
+  try:
+    export(args.ckpt_dir, args.out, args.config)
+  except UserError as e:
+    print(e.line(), file=sys.stderr)
+    return 1
+  return 0
