@@ -66,8 +66,9 @@ def jax_stage(config, stage, data, mesh, n, pack):
   return step, state, key, full, flops, input_pipeline.steps_per_epoch(n_records, c.batch_size)
 
 
-def device_epoch_time(config, stage, data, mesh, epochs=2):
-  """(median seconds of one on-device epoch, its steps): config.device_epochs=True, packed."""
+def device_epoch_time(config, stage, data, mesh, epochs=3, between=None):
+  """(median seconds of one on-device epoch, its steps): config.device_epochs=True, packed.
+  between(): called before each timed epoch (the torch steps that alternate with it)."""
   c = config[stage]
   records = data.documents if stage == "pretrain" else data.finetune
   plan = device_epoch.make_plan(stage, len(records), c.batch_size, config.model.block_size,
@@ -89,6 +90,8 @@ def device_epoch_time(config, stage, data, mesh, epochs=2):
   jax.block_until_ready(m)
   ts = []
   for e in range(1, epochs + 1):
+    if between:
+      between()
     (state, m), dt = timed(lambda: jax.block_until_ready(fn(state, arrays, key, jax.random.key(0), e)))
     ts.append(dt)
   return statistics.median(ts), plan.steps_per_epoch
@@ -144,7 +147,7 @@ def main():
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
     tnet, tstep = torch_model(config)
-  rows, torch_step = [], {}
+  rows, torch_batches = [], {}
   for stage, bs in (("pretrain", 128), ("finetune", 256)):
     for pack in ([True, False] if a.variant == "vanilla" else [False]):
       step, state, key, batches, flops, spe = jax_stage(config, stage, data, mesh, a.steps + 1, pack)
@@ -164,7 +167,7 @@ def main():
       if tt:
         tmed = statistics.median(tt)
         row += [tmed, tmed / med]
-        torch_step[stage] = tmed
+        torch_batches[stage] = host
         if stage == "pretrain":
           out["torch_train_step_s"] = tmed
       rows.append(row)
@@ -172,10 +175,18 @@ def main():
         out.update(train_step_s=med, examples_per_s=bs / med, host_train_step_s=med)
   if a.device_epochs:
     for stage, bs in (("pretrain", 128), ("finetune", 256)):
-      epoch_s, spe = device_epoch_time(config, stage, data, mesh)
+      tt, host = [], torch_batches.get(stage, [])
+
+      def between():  # torch steps alternate with the timed epochs, as with the host steps
+        for b in host[len(tt) + 1:len(tt) + 4]:
+          tt.append(timed(lambda: tstep(b))[1])
+      epoch_s, spe = device_epoch_time(config, stage, data, mesh, between=between if host else None)
       row = [f"{stage} b{bs} on-device epoch", epoch_s / spe, bs * spe / epoch_s, None, None, epoch_s]
-      if stage in torch_step:
-        row += [torch_step[stage], torch_step[stage] * spe / epoch_s]
+      if tt:
+        tmed = statistics.median(tt)
+        row += [tmed, tmed * spe / epoch_s]
+        if stage == "pretrain":
+          out["torch_train_step_s"] = tmed
       rows.append(row)
       if stage == "pretrain":
         out.update(device_epoch_step_s=epoch_s / spe, device_epoch_s=epoch_s,
@@ -189,11 +200,10 @@ def main():
   qs, _ = data.eval_sets["dev"]
   cfg = run.model_config(config)
   params = model.init_params(cfg, jax.random.key(0))
-  decode.predict(params, cfg, data.vocab, qs[:8], mesh=mesh)  # compile the shapes
-  _, dt = timed(lambda: decode.predict(params, cfg, data.vocab, qs, mesh=mesh))
+  _, first = timed(lambda: decode.predict(params, cfg, data.vocab, qs, mesh=mesh))  # + compile
   _, dt = timed(lambda: decode.predict(params, cfg, data.vocab, qs, mesh=mesh))  # compiled
-  out["decode_dev_s"] = dt
-  line = f"dev decode (500 questions, 32 chars): birthjax {dt:.2f} s"
+  out.update(decode_dev_s=dt, decode_dev_first_call_s=first)
+  line = f"dev decode (500 questions, 32 chars): birthjax {dt:.2f} s (first call, compiling: {first:.1f} s)"
   if a.vs_torch:
     from birthjax import torch_a5
     tnet.eval()

@@ -8,7 +8,8 @@ rows that need no crop), laid out for a CPU, where it is bound by reading the ca
 * the generated tokens' keys/values go to one cache part per _PHASE steps, written at the
   same column for every row (an in-place update), so a step reads only parts written.
 
-A5 dev set (500 questions, 32 characters) on 2 CPU cores: 1.55 s (one padded cache: 3.5 s).
+A5 dev set (500 questions, 32 characters) on 2 CPU cores (the machine of README's Speed
+table): 0.96 s, first call 10 s with the compile (one padded cache: 3.5 s on a slower CPU).
 Tests: tests/decode_cache_test.py (tokens and log-probs against the reference loop).
 """
 from __future__ import annotations
@@ -184,8 +185,8 @@ def generate(params, model_cfg, prompts, rows, mesh, steps, groups):
   quantum = max(1, model_cfg.block_size // 32)
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   order = [order[0]] * (rows - len(prompts)) + order  # padding rows first: shortest prompt
-  if groups is None:  # default: up to 16 groups of at least 32 rows (compiles grow with groups)
-    groups = min(16, rows // 32)
+  if groups is None:  # default: up to 8 groups of at least 32 rows (compiles grow with groups)
+    groups = min(8, rows // 32)
   groups = max(1, min(groups, rows // mesh.size))
   while rows % (groups * mesh.size):
     groups -= 1

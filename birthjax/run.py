@@ -15,8 +15,8 @@ import time
 import jax
 import numpy as np
 
-from birthjax import augment, checkpoint, decode, device_epoch, evaluate, fastrng, input_pipeline
-from birthjax import metrics, model, sharding, train
+from birthjax import augment, checkpoint, compile_cache, decode, device_epoch, evaluate, fastrng
+from birthjax import input_pipeline, metrics, model, sharding, train
 from birthjax.errors import UserError
 
 STAGES = ("pretrain", "finetune", "evaluate")
@@ -265,6 +265,7 @@ def run(config, workdir: str):
   # bad input fails here, with one UserError, before a model is built or the workdir written
   validate(config)
   stages = parse_stages(config.stages)
+  compile_cache.enable(config.get("compile_cache", ""))
   if config.init_from and not os.path.exists(config.init_from):
     raise UserError("init_from points to nothing", os.path.abspath(config.init_from),
                     "point --config.init_from at a stage folder such as W/checkpoints/finetune "

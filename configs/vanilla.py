@@ -33,6 +33,8 @@ def get_config(preset=None):
   c.checkpoint_every = 500  # steps; also at the end of every stage
   c.pack = True  # vanilla: pack examples into fewer rows (same loss and lr; dropout draws differ)
   c.device_epochs = False  # True: each epoch is one compiled program (jax.random span corruption)
+  # JAX's persistent compilation cache (birthjax/compile_cache.py): '' compiles every run anew
+  c.compile_cache = os.environ.get("BIRTHJAX_COMPILE_CACHE", "~/.cache/birthjax/xla")
 
   c.data = ml_collections.ConfigDict(dict(
       source="a5",  # 'a5': the four A5 files in data.dir; 'synthetic': the built-in world

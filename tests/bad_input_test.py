@@ -118,6 +118,12 @@ def _failing_writes(err, on_open=False):
   return patch
 
 
+def _file_as_compile_cache(d, w):
+  with open(w + ".xla", "w") as f:
+    f.write("a file, not a folder\n")
+  return {"compile_cache": w + ".xla"}
+
+
 def _file_as_cache(d, w):
   with open(w + ".cache", "w") as f:
     f.write("a file, not a folder\n")
@@ -204,6 +210,8 @@ CASES = [
     Case("cache_dir_is_a_file", "run", _file_as_cache, {},
          ("the data cache folder exists and is not a folder", "[{w}.cache]",
           "--config.data.cache_dir")),
+    Case("compile_cache_is_a_file", "run", _file_as_compile_cache, {},
+         ("cannot create the compilation cache folder", "[{w}.xla/", "--config.compile_cache")),
     Case("init_from_points_to_nothing", "run", None,
          {"init_from": "/nonexistent/checkpoints/finetune"},
          ("init_from points to nothing", "[/nonexistent/checkpoints/finetune]",
