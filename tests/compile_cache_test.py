@@ -45,8 +45,10 @@ PROBE = textwrap.dedent("""
     monitoring.register_event_listener(lambda name, **kw: events.append(name))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     print(compile_cache.enable(sys.argv[1]))
-    jax.jit(lambda x: jnp.sin(x) @ x.T + 1)(jnp.ones((8, 8))).block_until_ready()
+    x = jnp.arange(64, dtype=jnp.float32).reshape(8, 8) / 7
+    y = jax.jit(lambda x: jnp.tanh(jnp.sin(x) @ x.T + 1) @ x)(x)
     print(sum(e.endswith("/cache_hits") for e in events), sum(e.endswith("/cache_misses") for e in events))
+    print(y.tobytes().hex())
 """)
 
 
@@ -55,13 +57,16 @@ def _probe(path):
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   out = subprocess.run([sys.executable, "-c", PROBE, path], capture_output=True, text=True,
                        env=env, timeout=300, check=True).stdout.split("\n")
-  return out[0], tuple(int(x) for x in out[1].split())
+  return out[0], tuple(int(x) for x in out[1].split()), out[2]
 
 
 def test_second_process_loads_what_the_first_compiled(tmp_path):
-  folder, (hits, misses) = _probe(str(tmp_path / "xla"))
+  folder, (hits, misses), compiled = _probe(str(tmp_path / "xla"))
   assert folder == str(tmp_path / "xla" / compile_cache.host_key())
   assert hits == 0 and misses >= 1
   assert any(f.endswith("-cache") for f in os.listdir(folder))
-  _, (hits, misses) = _probe(str(tmp_path / "xla"))
+  _, (hits, misses), loaded = _probe(str(tmp_path / "xla"))
   assert hits >= 1 and misses == 0
+  assert loaded == compiled  # bit for bit: the cached executable is the compiled one
+  _, (hits, _), fresh = _probe("")
+  assert hits == 0 and fresh == compiled
