@@ -109,9 +109,11 @@ def greedy_generate_scored(params, model_cfg, prompts, *, steps: int = 32,
     need no crop. bucket: sort prompts by length, size batches and windows/caches to
     them. use_cache=False, bucket=False is the original full-recompute loop.
     groups: length groups of a KV-cache batch (more: less cache read, longer compiles).
-    Default: up to 8 groups of >= 32 rows. The A5 dev set (512 rows) on 2 CPU cores, run
-    / first call with the compile: 4 groups 1.00 / 9.3 s, 8 groups 0.96 / 10 s, 16 groups
-    0.92 / 19 s, 32 groups 0.99 / 47 s (a first call is what an evaluation costs).
+    Default: up to 16 groups of >= 32 rows, with one cache part per kv_cache.PHASE = 16
+    generated tokens. The A5 dev set (512 rows) on 2 CPU cores, run / first call with the
+    compile (what an evaluation costs), by groups and steps a part: 8 and 8: 0.98 / 10.6 s;
+    16 and 8: 0.92 / 18.6 s; 16 and 16: 0.94 / 10.2 s; 8 and 16: 1.05 / 6.3 s; 8 and 32:
+    1.07 / 4.5 s; 32 and 8: 0.99 / 47 s.
   """
   if use_cache is None:
     use_cache = model_cfg.variant == "vanilla"

@@ -5,11 +5,11 @@ rows that need no crop), laid out for a CPU, where it is bound by reading the ca
   every row reads (`attention.attend_parts` broadcasts it);
 * rows are sorted by length into groups, each with a cache as wide as its own longest
   prompt; the dense layers still run on all rows at once;
-* the generated tokens' keys/values go to one cache part per _PHASE steps, written at the
+* the generated tokens' keys/values go to one cache part per PHASE steps, written at the
   same column for every row (an in-place update), so a step reads only parts written.
 
 A5 dev set (500 questions, 32 characters) on 2 CPU cores (the machine of README's Speed
-table): 0.96 s, first call 10 s with the compile (one padded cache: 3.5 s on a slower CPU).
+table): 0.94 s, first call 10 s with the compile (one padded cache: 3.5 s on a slower CPU).
 Tests: tests/decode_cache_test.py (tokens and log-probs against the reference loop).
 """
 from __future__ import annotations
@@ -103,11 +103,11 @@ def _head(params, c: ModelConfig, x):
   return _Head(c).apply({"params": {k: params[k] for k in ("ln_f", "head")}}, x)
 
 
-_PHASE = 8  # generated keys/values: one cache part per 8 steps
+PHASE = 16  # generated keys/values: one cache part per 16 steps (see greedy_generate_scored)
 
 
-@functools.partial(jax.jit, static_argnames=("model_cfg", "steps", "prefix_len"))
-def decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_len):
+@functools.partial(jax.jit, static_argnames=("model_cfg", "steps", "prefix_len", "phase"))
+def decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_len, phase):
   """Greedy tokens [R, steps] and their float32 log-probs, per group, of vanilla GPT.
 
   Every prompt of the batch starts with `prefix` ([P] tokens, P = prefix_len): its keys and
@@ -115,7 +115,7 @@ def decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_le
   group g's prompts continue with suffixes[g] ([R, W - P]; row r's prompt is its first
   lens[g][r] tokens, right-padded). A group's cache is in parts, read as one (never
   concatenated): the prefix (one part for all rows), its suffixes (W - P columns), then one
-  part per phase of _PHASE steps for the generated tokens: step s writes its input (the
+  part per `phase` steps for the generated tokens: step s writes its input (the
   token of step s - 1, at position lens + s - 1) at the same column of every row, and
   attends to the prompt and the phases so far, so short prompts and early steps do not read
   columns that hold nothing yet.
@@ -154,7 +154,7 @@ def decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_le
     toks, current, outs, lps = carry
     col = s - lo  # the column of this phase's part that the input token goes to
     xs = [_embed(params, c, t[:, None], (n + s - 1)[:, None]) for t, n in zip(toks, lens)]
-    cur_mask = (jnp.arange(_PHASE) <= col)[None, None, None]
+    cur_mask = (jnp.arange(phase) <= col)[None, None, None]
     caches = [tuple(prompt[g][i] + tuple(ph[i] for ph in done[g]) + (current[g][i],)
                     for i in range(c.n_layer)) for g in groups]
     masks = [prompt_masks[g] + (True,) * len(done[g]) + (cur_mask,) for g in groups]
@@ -168,9 +168,9 @@ def decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_le
            for p, l, t in zip(lps, logits, toks)]
     return toks, current, outs, lps
 
-  for lo in range(1, steps, _PHASE):
-    current = [tuple((zeros(s.shape[0], _PHASE),) * 2 for _ in range(c.n_layer)) for s in suffixes]
-    toks, current, outs, lps = jax.lax.fori_loop(lo, min(lo + _PHASE, steps),
+  for lo in range(1, steps, phase):
+    current = [tuple((zeros(s.shape[0], phase),) * 2 for _ in range(c.n_layer)) for s in suffixes]
+    toks, current, outs, lps = jax.lax.fori_loop(lo, min(lo + phase, steps),
                                                  functools.partial(step, lo),
                                                  (toks, current, outs, lps))
     for g in groups:
@@ -185,8 +185,8 @@ def generate(params, model_cfg, prompts, rows, mesh, steps, groups):
   quantum = max(1, model_cfg.block_size // 32)
   order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
   order = [order[0]] * (rows - len(prompts)) + order  # padding rows first: shortest prompt
-  if groups is None:  # default: up to 8 groups of at least 32 rows (compiles grow with groups)
-    groups = min(8, rows // 32)
+  if groups is None:  # default: up to 16 groups of at least 32 rows (compiles grow with groups)
+    groups = min(16, rows // 32)
   groups = max(1, min(groups, rows // mesh.size))
   while rows % (groups * mesh.size):
     groups -= 1
@@ -204,7 +204,8 @@ def generate(params, model_cfg, prompts, rows, mesh, steps, groups):
   arrays = sharding.put_batch({"suffixes": suffixes, "lens": lens}, mesh)
   prefix = jax.device_put(np.asarray(prompts[0][:p], np.int32), sharding.replicated(mesh))
   outs, lps = jax.device_get(decode_cached(params, prefix, arrays["suffixes"], arrays["lens"],
-                                            model_cfg=model_cfg, steps=steps, prefix_len=prefix_len))
+                                            model_cfg=model_cfg, steps=steps, prefix_len=prefix_len,
+                                            phase=PHASE))
   got = [None] * len(prompts)
   for g in range(groups):
     for j, i in enumerate(order[g * per:(g + 1) * per]):

@@ -124,10 +124,13 @@ def _reference_scored(cfg, params, prompts, steps):
   return toks, lps
 
 
-def test_cache_groups_shared_prefix_and_phases():
+@pytest.mark.parametrize("phase", [8, 16])
+def test_cache_groups_shared_prefix_and_phases(phase, monkeypatch):
   """The KV-cache path's pieces all at once: prompts sharing a 6-token prefix (computed once),
-  sorted into 4 groups of different widths (16 rows on 4 devices), 20 steps (three phases of
-  the generated-token cache): the reference loop's tokens, and its log-probs to 1e-5."""
+  sorted into 4 groups of different widths (16 rows on 4 devices), 20 steps (the generated
+  tokens' cache in parts of `phase` steps: 3 parts, or 2 with the default 16): the reference
+  loop's tokens, and its log-probs to 1e-5."""
+  monkeypatch.setattr(kv_cache, "PHASE", phase)
   cfg = dataclasses.replace(CFG, block_size=48)
   params = _random_params(cfg, seed=11)
   rng = np.random.default_rng(12)
