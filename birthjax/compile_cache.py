@@ -16,6 +16,7 @@ An explicit $JAX_COMPILATION_CACHE_DIR wins over the config.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
 
@@ -24,7 +25,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from birthjax.errors import UserError
 
-MAX_BYTES = 2 << 30  # JAX's LRU eviction keeps the folder under 2 GiB
+MAX_BYTES = 2 << 30  # JAX's LRU eviction keeps the folder under 2 GiB (with filelock)
 
 
 def host_key(cpuinfo: str | None = None) -> str:
@@ -58,6 +59,7 @@ def enable(path: str) -> str | None:
                       "folder, or to '' to compile every run from scratch") from None
   if folder != current:
     compilation_cache.set_cache_dir(folder)
-    jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+    if importlib.util.find_spec("filelock"):  # JAX's size bound needs it (requirements.txt)
+      jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     compilation_cache.reset_cache()  # the next compile opens the new folder
   return folder
