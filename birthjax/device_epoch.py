@@ -218,7 +218,7 @@ def compile_epoch(mesh, plan: Plan, *, model_cfg, opt: tuple, base_lr: float, sc
     unpacked = on_mesh({"x": x, "y": y, "row_mask": valid})
     if not plan.rows:
       state, m = step_fn(state, unpacked, seed_key)
-      return state, dict(m, packed=jnp.bool_(False))
+      return state, dict(m, packed=jnp.bool_(False), rows=jnp.int32(plan.rows_per_batch))
     packed, need = pack(x, y, valid, plan.rows)  # first fit fills rows 0..need-1
     sizes = [r for r in (plan.small_rows, plan.rows) if r]
     branches = [lambda s, r=r: step_fn(s, on_mesh(jax.tree.map(lambda a: a[:r], packed)), seed_key)

@@ -187,6 +187,17 @@ def test_run_with_device_epochs_resumes_bitwise(cache_dir, tmp_path):
   assert_same_tree(params_of(full, "pretrain", config), params_of(resumed, "pretrain", config))
 
 
+def test_run_with_device_epochs_unpacked_perceiver(cache_dir, tmp_path):
+  """The perceiver trains unpacked on the device: its epochs log the rows they trained."""
+  config = smoke_config(cache_dir, stages="pretrain", device_epochs=True,
+                        **{"model.variant": "perceiver", "model.bottleneck_dim": 8})
+  run.run(config, str(tmp_path))
+  from birthjax import report
+  rows = report.read_scalars(os.path.join(str(tmp_path), "tb", "pretrain")).get("train/rows")
+  per_batch = -(-config.pretrain.batch_size // 4) * 4  # rounded up to the 4 test devices
+  assert rows and all(v == per_batch for _, v in rows), rows
+
+
 def test_device_epochs_refuse_the_augmented_recipe(cache_dir):
   config = smoke_config(cache_dir, device_epochs=True, **{"pretrain.augment.whole": True})
   with pytest.raises(run.UserError, match="device_epochs runs the faithful span corruption only"):
