@@ -38,7 +38,7 @@ def _layer_norm(p, x):
   return LayerNorm(None).apply({"params": p}, x)
 
 
-def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks):
+def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks, keep=None):
   """model.GPT's blocks over groups of rows, each group with its own KV cache.
 
   xs[g]: [R, Q, D] new inputs of group g. caches[g][layer]: that layer's cache as parts
@@ -48,7 +48,9 @@ def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks):
   part at column..column+Q-1, the same for every row (a plain in-place update). The dense
   layers run once on all groups' rows together (they are row-wise); attention runs per
   group. Same parameters and layers as model.GPT, deterministic. Returns ([R, Q, D] per
-  group, updated caches).
+  group, updated caches). With keep[g] ([R] positions), the last layer computes only its
+  keys and values for every position and goes on for each row's kept position alone (a
+  prefill reads nothing else): then the outputs are [R, 1, D].
   """
   shapes = [x.shape[:2] for x in xs]
   cuts = np.cumsum([r * q for r, q in shapes])[:-1].tolist()
@@ -58,20 +60,32 @@ def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks):
   for i in range(c.n_layer):
     pb = params[f"blocks_{i}"]
     h = _layer_norm(pb["ln1"], flat)
-    q, k, v = (jnp.split(_dense(pb["attn"][n], h), cuts) for n in ("query", "key", "value"))
+    k, v = (jnp.split(_dense(pb["attn"][n], h), cuts) for n in ("key", "value"))
+    if keep is not None and i == c.n_layer - 1:  # queries (and all after) at the kept positions
+      starts = [0] + cuts
+      idx = jnp.concatenate([s0 + jnp.arange(r) * n + kp for s0, (r, n), kp in zip(starts, shapes, keep)])
+      h, flat = h[idx], flat[idx]
+      pick = lambda m, r, n, kp: m if m is True else jnp.take_along_axis(
+          jnp.broadcast_to(m, (r, 1, n, m.shape[-1])), kp[:, None, None, None], axis=2)
+      masks = [tuple(pick(m, r, n, kp) for m in ms) for ms, (r, n), kp in zip(masks, shapes, keep)]
+      queries = [(r, 1) for r, _ in shapes]
+    else:
+      queries = shapes
+    q = jnp.split(_dense(pb["attn"]["query"], h), np.cumsum([r * n for r, n in queries])[:-1].tolist())
     ys = []
-    for g, (r, n) in enumerate(shapes):
+    for g, ((r, n), (_, nq)) in enumerate(zip(shapes, queries)):
       parts = list(new[g][i])
       part, col = writes[g]
       parts[part] = tuple(jax.lax.dynamic_update_slice(buf, heads(t[g], r, n).astype(buf.dtype),
                                                        (0, 0, col, 0))
                           for buf, t in zip(parts[part], (k, v)))
       new[g][i] = tuple(parts)
-      y = attention.attend_parts(heads(q[g], r, n), [(kc, vc, m) for (kc, vc), m in zip(parts, masks[g])])
-      ys.append(y.transpose(0, 2, 1, 3).reshape(r * n, c.n_embd))
+      y = attention.attend_parts(heads(q[g], r, nq), [(kc, vc, m) for (kc, vc), m in zip(parts, masks[g])])
+      ys.append(y.transpose(0, 2, 1, 3).reshape(r * nq, c.n_embd))
     flat = flat + _dense(pb["attn"]["proj"], jnp.concatenate(ys))
     flat = flat + MLP(c).apply({"params": pb["mlp"]}, _layer_norm(pb["ln2"], flat))
-  out = [f.reshape(r, n, c.n_embd) for f, (r, n) in zip(jnp.split(flat, cuts), shapes)]
+  cuts = np.cumsum([r * n for r, n in queries])[:-1].tolist()
+  out = [f.reshape(r, n, c.n_embd) for f, (r, n) in zip(jnp.split(flat, cuts), queries)]
   return out, tuple(tuple(g) for g in new)
 
 
@@ -138,11 +152,11 @@ def decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_le
             for s in suffixes]
   masks = [(True,) * n_shared + (jnp.tril(jnp.ones((s.shape[1],) * 2, bool))[None, None],)
            for s in suffixes]
-  hs, prompt = _cached_blocks(params, c, xs, caches, [(n_shared, 0)] * len(xs), masks)
+  last, prompt = _cached_blocks(params, c, xs, caches, [(n_shared, 0)] * len(xs), masks,
+                               keep=[n - 1 - prefix_len for n in lens])  # [R, 1, D]: the prompts' ends
   # [group][layer] = the prompt's parts; a step sees the prefix and each row's own suffix
   prompt_masks = [(True,) * n_shared + ((jnp.arange(s.shape[1]) < (n - prefix_len)[:, None])[:, None, None],)
                   for s, n in zip(suffixes, lens)]
-  last = [jnp.take_along_axis(h, (n - 1 - prefix_len)[:, None, None], axis=1) for h, n in zip(hs, lens)]
   logits = [_head(params, c, h)[:, 0] for h in last]
   toks = [jnp.argmax(l, axis=-1).astype(jnp.int32) for l in logits]
   outs = [jnp.zeros((t.shape[0], steps), jnp.int32).at[:, 0].set(t) for t in toks]
