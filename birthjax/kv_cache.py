@@ -9,7 +9,7 @@ rows that need no crop), laid out for a CPU, where it is bound by reading the ca
   same column for every row (an in-place update), so a step reads only parts written.
 
 A5 dev set (500 questions, 32 characters) on 2 CPU cores (the machine of README's Speed
-table): 0.88 s, first call 10.7 s with the compile (one padded cache: 3.5 s on a slower CPU).
+table): 0.84-0.95 s, first call 11-14 s with the compile (one padded cache: 3.5 s on a slower CPU).
 Tests: tests/decode_cache_test.py (tokens and log-probs against the reference loop).
 """
 from __future__ import annotations
