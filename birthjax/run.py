@@ -285,11 +285,22 @@ def run(config, workdir: str):
                     "pass --workdir a path where a folder can be created") from None
   if stages:  # parse and check the four files (the TFDS cache is built later, by load)
     input_pipeline.check_data(config.data, config.model.block_size, config.model.vocab_size)
+  mesh = sharding.make_mesh()
+  params = model.init_params(model_config(config), jax.random.key(config.seed))
+  # what the first stage starts from is read (and checked against the model) before anything
+  # is written: a checkpoint that does not fit the config stops here, the workdir untouched
+  current, source = None, "scratch"
+  if stages and config.init_from:
+    if os.path.isfile(config.init_from):  # a reference .params file (torch.save of a state dict)
+      from birthjax import interop
+      current = jax.tree.map(jax.numpy.asarray, interop.load_torch_file(config.init_from, params))
+    else:
+      current, _ = checkpoint.restore_params(config.init_from, params)
+    source = os.path.abspath(config.init_from)
+  elif stages == ["evaluate"]:
+    current, _ = checkpoint.restore_params(finetuned, params)
   if jax.process_index() == 0:
     evaluate.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-  mesh = sharding.make_mesh()
-  model_cfg = model_config(config)
-  params = model.init_params(model_cfg, jax.random.key(config.seed))
   print(f"number of parameters: {model.param_count(params)}")
   if not stages:
     return None
@@ -298,25 +309,11 @@ def run(config, workdir: str):
     raise UserError(f"the data's vocabulary has {len(data.vocab)} characters, more than "
                     f"model.vocab_size={config.model.vocab_size}", data.data_dir,
                     f"set --config.model.vocab_size={len(data.vocab)} or more")
-  current, source = None, "scratch"
-  if config.init_from:
-    if os.path.isfile(config.init_from):  # a reference .params file (torch.save of a state dict)
-      from birthjax import interop
-      current = jax.tree.map(jax.numpy.asarray, interop.load_torch_file(config.init_from, params))
-    else:
-      current, _ = checkpoint.restore_params(config.init_from, params)
-    source = os.path.abspath(config.init_from)
   for stage in stages:
     if stage in ("pretrain", "finetune"):
       start = current if current is not None else params
       current = train_stage(stage, config, workdir, data, mesh, start, source)
       source = stage
     else:
-      if current is None:
-        ft = os.path.join(workdir, "checkpoints", "finetune")
-        if not os.path.isdir(ft):
-          raise UserError("nothing to evaluate: no finetune checkpoint in the workdir", ft,
-                          "run the finetune stage first, or set --config.init_from")
-        current, _ = checkpoint.restore_params(ft, params)
       return evaluate_stage(config, workdir, data, mesh, current)
   return None

@@ -21,6 +21,8 @@ Decisions documented here:
 """
 import collections
 import errno
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +32,7 @@ import jax
 import numpy as np
 import pytest
 
-from birthjax import decode, evaluate, examples, input_pipeline, model, run
+from birthjax import checkpoint, decode, evaluate, examples, input_pipeline, model, run, train
 from birthjax.errors import UserError
 from birthjax.vocab import Vocab
 
@@ -122,6 +124,32 @@ def _file_as_compile_cache(d, w):
   with open(w + ".xla", "w") as f:
     f.write("a file, not a folder\n")
   return {"compile_cache": w + ".xla"}
+
+
+def _checkpoint_of(**model_overrides):
+  """A finetune checkpoint of the smoke model (with `model_overrides`) beside the workdir, in
+  {w}.ckpt/checkpoints/finetune, evaluated with the smoke config; the folder's every file is
+  recorded in {w}.ckpt.manifest so the test can check that nothing in it moved or changed."""
+  def setup(d, w):
+    c = _config({f"model.{k}": v for k, v in model_overrides.items()})
+    params = model.init_params(run.model_config(c), jax.random.key(0))
+    tx = train.make_tx((("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0)))
+    folder = os.path.join(w + ".ckpt", "checkpoints", "finetune")
+    ckpts = checkpoint.StageCheckpoints(folder)
+    ckpts.save(dict(train.init_state(params, tx), step=np.int32(8)), {"epoch": 1},
+               {"stage": "finetune", "model": c.model.to_dict()})
+    ckpts.close()
+    with open(w + ".ckpt.manifest", "w") as f:
+      json.dump(_tree_snapshot(w + ".ckpt"), f)
+    return {"stages": "evaluate", "init_from": folder}
+  return setup
+
+
+def _tree_snapshot(folder):
+  """{relative path: sha256} of every file under `folder`."""
+  return {os.path.relpath(os.path.join(r, n), folder):
+          hashlib.sha256(open(os.path.join(r, n), "rb").read()).hexdigest()
+          for r, _, names in os.walk(folder) for n in names}
 
 
 def _file_as_cache(d, w):
@@ -216,6 +244,19 @@ CASES = [
          {"init_from": "/nonexistent/checkpoints/finetune"},
          ("init_from points to nothing", "[/nonexistent/checkpoints/finetune]",
           "--config.init_from")),
+    # a readable checkpoint that does not fit the config is an error, never "corrupt": this
+    # once moved a good checkpoint to corrupt.8 after a mistyped --config.model.n_embd
+    Case("init_from_checkpoint_of_another_size", "main", _checkpoint_of(), {"model.n_embd": 48},
+         ("the checkpoint (vanilla n_layer=2 n_head=2 n_embd=32 block_size=128 vocab_size=256) "
+          "does not fit the model this config builds: blocks_0/attn/key/bias is (32,) in the "
+          "checkpoint, (48,) in the config's model", "[{w}.ckpt/checkpoints/finetune/8]",
+          "the checkpoint is left as it is")),
+    Case("init_from_checkpoint_of_another_variant", "run",
+         _checkpoint_of(variant="perceiver", bottleneck_dim=16), {},
+         ("the checkpoint (perceiver n_layer=2 n_head=2 n_embd=32 block_size=128 vocab_size=256 "
+          "bottleneck_dim=16) does not fit the model this config builds",
+          "arrays only in the checkpoint", "only in the config's model (e.g. blocks_0/attn/key/bias)",
+          "[{w}.ckpt/checkpoints/finetune/8]")),
     Case("evaluate_without_checkpoint", "run", None, {"stages": "evaluate"},
          ("nothing to evaluate: no finetune checkpoint in the workdir",
           "[{w}/checkpoints/finetune]")),
@@ -379,3 +420,5 @@ def test_bad_input(case, request, tmp_path, synthetic_dir, cache_dir, monkeypatc
   print(f"{case.id}: {line}")
   _check_line(line, case, d, w)
   _check_workdir(w)
+  if os.path.exists(w + ".ckpt.manifest"):  # the checkpoint it was pointed at: byte-identical
+    assert _tree_snapshot(w + ".ckpt") == json.load(open(w + ".ckpt.manifest"))

@@ -14,6 +14,7 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from birthjax import checkpoint, model, train
 
@@ -60,3 +61,39 @@ def test_every_flipped_byte_is_reported_or_harmless(tmp_path):
       outcomes[(name, off)] = reported
   largest = [r for (n, _), r in outcomes.items() if n == files[0]]
   assert sum(largest) >= len(largest) // 2  # the array chunks' file: most flips are caught
+
+
+def test_misfit_in_words():
+  assert checkpoint.misfit({"a": (2, 3), "b": (4,)}, {"a": (2, 3), "b": (4,)}) is None
+  assert checkpoint.misfit({"a": (2, 3), "b": (4,)}, {"a": (2, 5), "c": (4,)}) == (
+      "a is (2, 3) in the checkpoint, (2, 5) in the config's model; "
+      "1 arrays only in the checkpoint (e.g. b), 1 only in the config's model (e.g. c)")
+
+
+def test_a_checkpoint_of_another_model_is_an_error_and_left_untouched(tmp_path):
+  """Resuming (restore) or `init_from` (restore_params) with a model of another size: one
+  UserError naming the shapes; the folder is byte for byte what it was (not 'corrupt')."""
+  def state_of(n_embd):
+    cfg = model.ModelConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=n_embd, block_size=16)
+    tx = train.make_tx((("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0)))
+    return dict(train.init_state(model.init_params(cfg, jax.random.key(0)), tx), step=jnp.int32(3))
+  folder = str(tmp_path / "ckpt")
+  c = checkpoint.StageCheckpoints(folder)
+  c.save(state_of(16), {"epoch": 1}, {"model": {"variant": "vanilla", "n_embd": 16}})
+  c.close()
+  def snapshot():
+    return {os.path.join(r, n): open(os.path.join(r, n), "rb").read()
+            for r, _, names in os.walk(folder) for n in names}
+  before = snapshot()
+  wrong = state_of(24)
+  c = checkpoint.StageCheckpoints(folder)
+  try:
+    with pytest.raises(checkpoint.UserError, match=r"the checkpoint \(vanilla n_embd=16\) does "
+                       r"not fit .*: blocks_0/attn/key/bias is \(16,\) in the checkpoint, \(24,\) in the config"):
+      c.restore(wrong)
+  finally:
+    c.close()
+  with pytest.raises(checkpoint.UserError, match="does not fit"):
+    checkpoint.restore_params(folder, wrong["params"])
+  assert snapshot() == before
+  assert checkpoint.restore_params(folder, state_of(16)["params"])[1]["model"]["n_embd"] == 16
