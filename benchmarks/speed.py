@@ -1,16 +1,15 @@
-"""Speed of the A5 recipe on this machine: train steps, one epoch, dev decoding; optionally
-side by side with the PyTorch reference model (birthjax.torch_a5), alternating, in one run.
+"""Speed of the A5 recipe on this machine: training epochs and dev decoding as `main.py` runs
+them (the defaults, or the flags given); optionally side by side with the PyTorch reference
+model (birthjax.torch_a5), alternating, in one run.
 
-  python benchmarks/speed.py [--variant=vanilla|perceiver] [--vs-torch] [--device-epochs]
-      [--dropout-rng=threefry|hash] [--json=PATH]
+  python benchmarks/speed.py [--variant=vanilla|perceiver|perceiver_ar] [--dtype=float32|bfloat16]
+      [--dropout-rng=hash|threefry] [--no-pack] [--vs-torch] [--epochs=3] [--json=PATH]
 
-`train_step_s` in the json is the pretraining step of the path the flags select: the host
-packed step, or with --device-epochs the on-device epoch's step (the fastest configured path
-is --device-epochs --dropout-rng=hash, i.e. --config.device_epochs=True
---config.model.dropout_rng=hash).
-
-FLOP/s are XLA's cost analysis of the compiled step over the measured time; the matmul peak
-is a 2048^3 float32 matmul timed in the same run. Medians of --steps timed steps.
+A stage's step time is a compiled epoch's time over its steps (median of --epochs epochs,
+after one to compile). GFLOP/s: XLA's cost analysis of one train step at the epoch's packed
+shape, scaled by the rows each step trained, over the measured time. The matmul peaks
+(2048^3, float32 and bfloat16) are timed in the same run. The json keeps `train_step_s`
+(pretraining) and `decode_dev_s`, with `dtype`.
 """
 import argparse
 import json
@@ -36,65 +35,59 @@ def timed(fn):
   return out, time.perf_counter() - t
 
 
-def matmul_peak():
-  a = jnp.ones((2048, 2048), jnp.float32)
+def matmul_peak(dtype):
+  a = jnp.ones((2048, 2048), dtype)
   f = jax.jit(lambda a: a @ a)
   f(a).block_until_ready()
   return 2 * 2048 ** 3 / statistics.median(timed(lambda: f(a).block_until_ready())[1] for _ in range(5))
 
 
-def jax_stage(config, stage, data, mesh, n, pack):
-  """(median step s, FLOPs of one step, compiled step fn, state, batches) for a stage."""
-  c = config[stage]
-  mk = input_pipeline.pretrain_batches if stage == "pretrain" else (
-      lambda d, c, **kw: input_pipeline.finetune_batches(d, c, 1, **kw))
-  batches = mk(data, c, block_size=config.model.block_size, seed=0, pad_to_multiple=mesh.size,
-               pack=pack)
+def step_flops(config, prog, mesh):
+  """XLA's FLOPs of one train step on a batch of the plan's largest trained shape."""
+  c = prog.plan
+  rows = c.rows or c.rows_per_batch
+  t = c.block_size - 1
+  batch = {"x": np.full((rows, t), 2, np.int32), "y": np.full((rows, t), 2, np.int32)}
+  if c.rows:
+    batch.update(segments=np.ones((rows, t), np.int32), positions=np.tile(np.arange(t), (rows, 1)),
+                 row_examples=np.ones(rows, np.int32))
+  else:
+    batch["row_mask"] = np.ones(rows, bool)
   cfg = run.model_config(config, deterministic=False)
-  opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
-  sched = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens), ("clamp", False))
-  step = train.compile_train_step(mesh, model_cfg=cfg, opt=opt, base_lr=c.learning_rate, schedule=sched)
-  params = model.init_params(cfg, jax.random.key(0))
-  state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
-  key = jax.random.key(0)
-  full = [sharding.put_batch(batches[i], mesh) for i in range(min(n, len(batches) - 1))]
-  flops = step.lower(state, full[0], key).compile().cost_analysis()
-  flops = (flops[0] if isinstance(flops, list) else flops)["flops"]
-  state, m = step(state, full[0], key)  # compile + warm up
-  jax.block_until_ready(m)
-  n_records = len(data.documents) if stage == "pretrain" else len(data.finetune)
-  return step, state, key, full, flops, input_pipeline.steps_per_epoch(n_records, c.batch_size)
+  step = train.compile_train_step(mesh, model_cfg=cfg, opt=prog.opt, base_lr=1e-3,
+                                  schedule=(("warmup_tokens", 1), ("final_tokens", 10), ("clamp", False)))
+  state = train.init_state(model.init_params(cfg, jax.random.key(0)), train.make_tx(prog.opt))
+  cost = step.lower(state, sharding.put_batch(batch, mesh), jax.random.key(0)).compile().cost_analysis()
+  return (cost[0] if isinstance(cost, list) else cost)["flops"], rows
 
 
-def device_epoch_time(config, stage, data, mesh, epochs=3, between=None):
-  """(median seconds of one on-device epoch, its steps): config.device_epochs=True, packed.
-  between(): called before each timed epoch (the torch steps that alternate with it)."""
-  c = config[stage]
-  records = data.documents if stage == "pretrain" else data.finetune
-  plan = device_epoch.make_plan(stage, len(records), c.batch_size, config.model.block_size,
-                                c.shuffle, mesh.size)
-  arrays = (device_epoch.pretrain_arrays if stage == "pretrain" else
-            device_epoch.finetune_arrays)(records, config.model.block_size)
-  key = device_epoch.data_key(0)
-  if config.model.variant == "vanilla":
-    plan = device_epoch.choose_rows(plan, arrays, key, mesh.size)
+def time_stage(config, stage, data, mesh, epochs, between=None):
+  """{'step_s', 'epoch_s', 'steps', 'gflops', 'first_epoch_s', 'batches'}: the stage's
+  compiled epochs as run.train_stage runs them; batches: the first epoch's (x, y) unpacked,
+  for the torch model."""
+  prog = run.stage_program(stage, config, data, mesh)
   cfg = run.model_config(config, deterministic=False)
-  opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
-  sched = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens), ("clamp", False))
-  fn = device_epoch.compile_epoch(mesh, plan, model_cfg=cfg, opt=opt, base_lr=c.learning_rate,
-                                  schedule=sched)
-  params = model.init_params(cfg, jax.random.key(0))
-  state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
-  arrays = jax.device_put(arrays, sharding.replicated(mesh))
-  state, m = fn(state, arrays, key, jax.random.key(0), 0)  # compile + warm up
-  jax.block_until_ready(m)
-  ts = []
+  state = jax.device_put(train.init_state(model.init_params(cfg, jax.random.key(0)),
+                                          train.make_tx(prog.opt)), sharding.replicated(mesh))
+  arrays = jax.device_put(prog.table_of(0), sharding.replicated(mesh))
+  seed_key = jax.random.key(prog.seed)
+  (state, m), first = timed(lambda: jax.block_until_ready(
+      prog.epoch_fn(state, arrays, prog.data_key, seed_key, 0)))
+  ts, rows = [], []
   for e in range(1, epochs + 1):
     if between:
       between()
-    (state, m), dt = timed(lambda: jax.block_until_ready(fn(state, arrays, key, jax.random.key(0), e)))
+    (state, m), dt = timed(lambda: jax.block_until_ready(
+        prog.epoch_fn(state, arrays, prog.data_key, seed_key, e)))
     ts.append(dt)
-  return statistics.median(ts), plan.steps_per_epoch
+    rows.append(np.asarray(m["rows"]))
+  flops, at_rows = step_flops(config, prog, mesh)
+  epoch_s, spe = statistics.median(ts), prog.plan.steps_per_epoch
+  key = device_epoch.keys(prog.data_key, 0)[1]
+  batches = [tuple(np.asarray(a) for a in device_epoch.make_batch(prog.plan, arrays, key, idx)[:2])
+             for idx in device_epoch.epoch_indices(prog.plan, prog.data_key, 0)]
+  return {"step_s": epoch_s / spe, "epoch_s": epoch_s, "steps": spe, "first_epoch_s": first,
+          "gflops": flops * float(np.mean(rows)) / at_rows * spe / epoch_s / 1e9, "batches": batches}
 
 
 def torch_model(config):
@@ -106,8 +99,8 @@ def torch_model(config):
   net = torch_a5.GPT(tc)
   opt = torch.optim.AdamW(net.parameters(), lr=6e-3, betas=(0.9, 0.95), weight_decay=0.1)
 
-  def step(batch):
-    x, y = torch.from_numpy(batch["x"]).long(), torch.from_numpy(batch["y"]).long()
+  def step(xy):
+    x, y = (torch.from_numpy(a).long() for a in xy)
     net.train()
     _, loss = net(x, y)
     net.zero_grad()
@@ -121,13 +114,12 @@ def torch_model(config):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--variant", default="vanilla", choices=["vanilla", "perceiver", "perceiver_ar"])
+  p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"])
+  p.add_argument("--dropout-rng", default=None, choices=["threefry", "hash"])
+  p.add_argument("--no-pack", action="store_true", help="--config.pack=False")
   p.add_argument("--vs-torch", action="store_true")
+  p.add_argument("--epochs", type=int, default=3, help="timed epochs a stage (median)")
   p.add_argument("--json", default="")
-  p.add_argument("--steps", type=int, default=5)
-  p.add_argument("--device-epochs", action="store_true",
-                 help="also time whole on-device epochs (config.device_epochs; compiles for minutes on CPU)")
-  p.add_argument("--dropout-rng", default="threefry", choices=["threefry", "hash"],
-                 help="config.model.dropout_rng of the birthjax steps (hash: birthjax/fastrng.py)")
   p.add_argument("--data_dir", default=os.path.join(ROOT, "..", "shared", "data", "cs224n_a5"))
   p.add_argument("--torch_decode_questions", type=int, default=500,
                  help="questions the reference loop decodes, 100 at a time between birthjax's "
@@ -136,67 +128,49 @@ def main():
   import vanilla
   config = vanilla.get_config()
   config.model.variant = a.variant
-  config.model.dropout_rng = a.dropout_rng
+  if a.dtype:
+    config.model.dtype = a.dtype
+  if a.dropout_rng:
+    config.model.dropout_rng = a.dropout_rng
+  config.pack = not a.no_pack
   config.data.dir = a.data_dir
   data = input_pipeline.load(config.data, config.model.block_size)
   mesh = sharding.make_mesh()
-  peak = matmul_peak()
-  print(f"devices: {jax.devices()}  matmul peak (2048^3 f32): {peak / 1e9:.1f} GFLOP/s  "
-        f"dropout_rng: {a.dropout_rng}")
-  out = {"dropout_rng": a.dropout_rng, "device_epochs": a.device_epochs}
+  peaks = {d: matmul_peak(d) for d in (jnp.float32, jnp.bfloat16)}
+  dtype = config.model.get("dtype", "float32")
+  print(f"devices: {jax.devices()}  matmul peak (2048^3): float32 {peaks[jnp.float32] / 1e9:.1f}, "
+        f"bfloat16 {peaks[jnp.bfloat16] / 1e9:.1f} GFLOP/s  dtype: {dtype}  dropout_rng: "
+        f"{config.model.dropout_rng}  pack: {config.pack}")
+  out = {"dtype": dtype, "dropout_rng": config.model.dropout_rng, "pack": config.pack,
+         "matmul_peak_f32_gflops": peaks[jnp.float32] / 1e9,
+         "matmul_peak_bf16_gflops": peaks[jnp.bfloat16] / 1e9}
   if a.vs_torch:
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
     tnet, tstep = torch_model(config)
-  rows, torch_batches = [], {}
-  for stage, bs in (("pretrain", 128), ("finetune", 256)):
-    for pack in ([True, False] if a.variant == "vanilla" else [False]):
-      step, state, key, batches, flops, spe = jax_stage(config, stage, data, mesh, a.steps + 1, pack)
-      unpacked = input_pipeline.pretrain_batches if stage == "pretrain" else (
-          lambda d, c, **kw: input_pipeline.finetune_batches(d, c, 1, **kw))
-      host = unpacked(data, config[stage], block_size=128, seed=0)  # the torch model's batches
-      ts, tt = [], []
-      for i in range(a.steps):
-        b = batches[1 + i % (len(batches) - 1)]
-        (state, m), dt = timed(lambda: jax.block_until_ready(step(state, b, key)))
-        ts.append(dt)
-        if a.vs_torch and pack == (a.variant == "vanilla"):
-          tt.append(timed(lambda: tstep(host[1 + i]))[1])
-      med = statistics.median(ts)
-      name = f"{stage} b{bs}{' packed' if pack else ''}"
-      row = [name, med, bs / med, flops / med / 1e9, flops / med / peak, med * spe]
-      if tt:
-        tmed = statistics.median(tt)
-        row += [tmed, tmed / med]
-        torch_batches[stage] = host
-        if stage == "pretrain":
-          out["torch_train_step_s"] = tmed
-      rows.append(row)
-      if stage == "pretrain" and pack == (a.variant == "vanilla"):
-        out.update(train_step_s=med, examples_per_s=bs / med, host_train_step_s=med)
-  if a.device_epochs:
-    for stage, bs in (("pretrain", 128), ("finetune", 256)):
-      tt, host = [], torch_batches.get(stage, [])
-
-      def between():  # torch steps alternate with the timed epochs, as with the host steps
-        for b in host[len(tt) + 1:len(tt) + 4]:
-          tt.append(timed(lambda: tstep(b))[1])
-      epoch_s, spe = device_epoch_time(config, stage, data, mesh, between=between if host else None)
-      row = [f"{stage} b{bs} on-device epoch", epoch_s / spe, bs * spe / epoch_s, None, None, epoch_s]
-      if tt:
-        tmed = statistics.median(tt)
-        row += [tmed, tmed * spe / epoch_s]
-        if stage == "pretrain":
-          out["torch_train_step_s"] = tmed
-      rows.append(row)
-      if stage == "pretrain":
-        out.update(device_epoch_step_s=epoch_s / spe, device_epoch_s=epoch_s,
-                   train_step_s=epoch_s / spe, examples_per_s=bs * spe / epoch_s)
-  print("| stage, batch | step s | examples/s | GFLOP/s | of peak | epoch s (host: est.) | torch step s | torch/jax |")
+  peak = peaks[jnp.bfloat16 if dtype == "bfloat16" else jnp.float32]
+  print("| stage, batch | step s | examples/s | GFLOP/s | of matmul peak | epoch s (first, compiling) "
+        "| torch step s | torch / birthjax |")
   print("|---|---|---|---|---|---|---|---|")
-  for r in rows:
-    cells = [r[0]] + ["" if v is None else f"{v:.3f}" if v < 10 else f"{v:.1f}" for v in r[1:]]
+  for stage, bs in (("pretrain", 128), ("finetune", 256)):
+    tt, host = [], []
+
+    def between():  # torch steps on the same examples (unpacked) alternate with the epochs
+      for xy in host[len(tt):len(tt) + 3]:
+        tt.append(timed(lambda: tstep(xy))[1])
+    if a.vs_torch:  # the first epoch's batches, built as the engine builds them
+      host = time_stage(config, stage, data, mesh, 0)["batches"]
+    r = time_stage(config, stage, data, mesh, a.epochs, between if a.vs_torch else None)
+    cells = [f"{stage} b{bs}", f"{r['step_s']:.3f}", f"{bs / r['step_s']:.1f}", f"{r['gflops']:.1f}",
+             f"{r['gflops'] * 1e9 / peak:.2f}", f"{r['epoch_s']:.1f} ({r['first_epoch_s']:.1f})"]
+    if tt:
+      tmed = statistics.median(tt)
+      cells += [f"{tmed:.2f}", f"{tmed / r['step_s']:.2f}x"]
+      out[f"torch_{stage}_step_s"] = tmed
     print("| " + " | ".join(cells + [""] * (8 - len(cells))) + " |")
+    out.update({f"{stage}_step_s": r["step_s"], f"{stage}_gflops": r["gflops"],
+                f"{stage}_first_epoch_s": r["first_epoch_s"]})
+  out["train_step_s"] = out["pretrain_step_s"]
   # dev decoding: all 500 questions, greedy, 32 characters
   qs, _ = data.eval_sets["dev"]
   cfg = run.model_config(config)

@@ -7,7 +7,7 @@ This module builds the pretraining records of the augmented recipe instead:
 
 - `whole`: a document is split into windows that fit block_size (block_size - 2 characters,
   room for the two MASKs), at word boundaries, covering every character; each window is
-  span-corrupted without the random truncation (`corrupt_window`).
+  span-corrupted without the random truncation.
 - `name_prefix` (with `whole`): every later window starts with the person's name (`name_of`:
   the line's title "NAME." of the A5 format, else the text before " was ", else the first
   two words), so each window says whose fact it holds.
@@ -33,9 +33,10 @@ This module builds the pretraining records of the augmented recipe instead:
   in, k times each an epoch, encoded exactly as examples.qa_example.
 
 Records are tuples: (DOC, window ids, name length to keep visible), (CROP, document ids,
-name length, word starts) or (QA, question ids, answer ids); `encode` maps one record and
-its per-record rng to (x, y). Document and QA records are interleaved evenly (so an
-unshuffled epoch mixes them too).
+name length, word starts) or (QA, question ids, answer ids); birthjax.records turns them
+into the rows of a table (a crop's word start drawn once an epoch) and the engine
+(birthjax.device_epoch) span-corrupts and shifts them on the device. Document and QA
+records are interleaved evenly (so an unshuffled epoch mixes them too).
 """
 from __future__ import annotations
 
@@ -43,8 +44,7 @@ import re
 
 import numpy as np
 
-from birthjax import examples
-from birthjax.vocab import MASK, PAD, Vocab
+from birthjax.vocab import Vocab
 
 DOC, QA, CROP = 0, 1, 2
 MAX_TITLE = 60  # characters: a longer "title" is not a name
@@ -104,26 +104,6 @@ def split_document(doc: np.ndarray, name_len: int, capacity: int, name_prefix: b
     start = end
 
 
-def corrupt_window(window: np.ndarray, rng: np.random.Generator, block_size: int,
-                   keep: int = 0):
-  """Span corruption of a whole window (no truncation): `prefix ⁇ suffix ⁇ masked PAD...`.
-
-  As examples.span_corrupt with n = len(window): masked length uniform on
-  examples.masked_length_range(n), prefix length uniform on [keep', n - masked] where
-  keep' = min(keep, n - masked) (`keep` leading ids, the name, stay visible when they can).
-  """
-  n = len(window)
-  if n + 2 > block_size:
-    raise ValueError(f"window of {n} ids does not fit block_size {block_size} with two MASKs")
-  m_lo, m_hi = examples.masked_length_range(n)
-  m = int(rng.integers(m_lo, m_hi + 1))
-  p = int(rng.integers(min(keep, n - m), n - m + 1))
-  s = np.full(block_size, PAD, np.int32)
-  seq = np.concatenate([window[:p], [MASK], window[p + m:], [MASK], window[p:p + m]])
-  s[: len(seq)] = seq
-  return s[:-1], s[1:]
-
-
 def word_starts(doc: np.ndarray, name_len: int, space_id: int | None) -> np.ndarray:
   """Positions after the name where a word starts (a non-space after a space)."""
   if space_id is None or len(doc) <= name_len + 1:
@@ -174,51 +154,3 @@ def pretrain_records(documents, finetune, vocab: Vocab, aug, block_size: int) ->
     docs = interleave([docs, crops * aug.crops])
   qa = [(QA, q, a) for q, a in finetune] * aug.qa_copies
   return interleave([docs, qa]) if qa else docs
-
-
-def shift_right(x: np.ndarray, y: np.ndarray, k: int, fill: np.ndarray | None = None):
-  """The example (x, y) starting k positions later: after k PAD inputs (PAD targets, but the
-  last predicts the example's first id, as before), or after the last k ids of `fill`
-  (left-padded with PAD when shorter; none of the k targets is predicted)."""
-  s = np.concatenate([x, y[-1:]])
-  if k == 0:
-    return x, y
-  if np.any(s[len(s) - k:] != PAD):
-    raise ValueError(f"shifting by {k} would drop ids off the end of the row")
-  head = np.full(k, PAD, np.int32)
-  if fill is not None and len(fill):
-    tail = fill[-k:]
-    head[k - len(tail):] = tail
-  s = np.concatenate([head, s[:len(s) - k]])
-  y = s[1:].copy()
-  if fill is not None:
-    y[:k] = PAD  # the filler, and the window's first id after it, are not predicted
-  return s[:-1], y
-
-
-def encode(record, rng: np.random.Generator, block_size: int, whole: bool, shift: int = 0,
-           fillers=None):
-  """(x, y) of one record: span corruption of a window (faithful truncation unless `whole`)
-  or of a crop, shifted right by 0..`shift` (after the tail of a random one of `fillers`, if
-  given); or a QA example (never shifted)."""
-  if record[0] == QA:
-    return examples.qa_example(record[1], record[2], block_size)
-  room = block_size - shift  # the row a document example may fill before its shift
-  if record[0] == CROP:
-    _, doc, name_len, starts = record
-    window = crop(doc, name_len, starts, rng, room - 2)
-    x, y = corrupt_window(window, rng, block_size, min(name_len, len(window)))
-  else:
-    _, ids, keep = record
-    if whole:
-      x, y = corrupt_window(ids, rng, block_size, keep)
-    elif keep or shift:  # the faithful truncation (within the room), the name kept visible
-      lo, hi = examples.truncation_range(block_size)
-      x, y = corrupt_window(ids[: min(rng.integers(lo, hi + 1), room - 2)], rng, block_size, keep)
-    else:
-      return examples.span_corrupt(ids, rng, block_size)
-  if not shift:
-    return x, y
-  k = int(rng.integers(0, shift + 1))
-  fill = fillers[int(rng.integers(len(fillers)))] if fillers else None
-  return shift_right(x, y, k, fill)

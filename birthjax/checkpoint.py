@@ -1,10 +1,10 @@
-"""Orbax checkpoints of a stage: params, optimizer state + counters, grain data state, meta.
+"""Orbax checkpoints of a stage: params, optimizer state + counters, data position, meta.
 
 One CheckpointManager per stage folder (W/checkpoints/pretrain, W/checkpoints/finetune),
 items saved side by side at each step:
   params  the model parameters (what `init_from` and evaluation restore)
   train   {'opt_state', 'step', 'tokens'}
-  data    the grain iterator state (JSON)
+  data    where the data stream stands: {'epoch': the next epoch} (JSON)
   meta    model config, stage fingerprint, total steps, and a SHA-256 of the saved arrays
 Orbax raises on a truncated file but restores a flipped byte silently, so every restore
 checks the arrays against the checksum; a bad latest checkpoint falls back to the previous

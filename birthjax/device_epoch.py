@@ -1,25 +1,27 @@
-"""On-device epochs (`config.device_epochs`): a whole epoch is one compiled program.
+"""The training engine: a whole epoch of a stage is one compiled program.
 
-The stage's records live on the device (pretraining: the first 7/8*block_size ids of every
-document, the most span corruption can keep; finetuning: the encoded QA examples, which
-need no randomness). One jitted call runs an epoch: its order (a permutation when
-`shuffle`), span corruption with jax.random, packing, batching and every train step, a
-`lax.scan` over the epoch's steps; the host reads the metrics back once per epoch, and
-checkpoints fall on epoch boundaries.
+A stage's records are one table of arrays on the device (birthjax.records: the text to
+span-corrupt, or a whole QA sequence, and how to draw from it). One jitted call runs an
+epoch: its order (a permutation when `shuffle`), each example built with jax.random,
+packing, batching and every train step, a `lax.scan` over the epoch's steps; the host
+reads the metrics back once per epoch, and checkpoints fall on epoch boundaries.
 
-Semantics are the host pipeline's (birthjax.input_pipeline, birthjax.packing), given the
-same draws; only the random stream differs (jax.random here, numpy there):
-* example k of epoch e is document order[k]; its draws (n, m, p) come from the key
-  fold_in(fold_in(data_key, e), document) with the ranges of birthjax.examples, and
-  `corrupt` builds the same ids as examples.corrupt (tested);
-* batches are consecutive runs of `batch_size` examples, the last one partial, padded
-  with invalid rows (row_mask False) to a multiple of the device count;
-* packing is the host's first-fit by decreasing length (ties by batch index) into a
-  fixed number of rows `rows`, chosen from the first epoch's batches with 2% headroom;
-  a batch that needs more rows trains unpacked (`lax.cond`), whose loss, gradients and
-  token count are the packed ones (birthjax.packing) up to float rounding.
-`run_epoch(..., scan=False)` runs the same step function from a Python loop, one jitted
-call per step: the debugging path, equal to the scan bit for bit on CPU (tested).
+* example k of epoch e is record order[k]; its draws come from the key
+  fold_in(corruption key of e, record), with the reference's ranges (birthjax.examples):
+  truncated length n, masked length m, masked start p (`draws`), then `corrupt` builds
+  `doc[:p] MASK doc[p+m:n] MASK doc[p:p+m] PAD...`; a QA row is taken as it is, its
+  targets before the question's last character PAD; a row with `shift` starts 0..shift
+  positions late, after PAD or the tail of a random filler document (`example`);
+* batches are consecutive runs of `batch_size` examples, the last one partial (as the
+  reference's DataLoader), padded with invalid rows (row_mask False) to a multiple of the
+  device count;
+* packing (vanilla) is first-fit by decreasing length (ties by batch index) into a fixed
+  number of rows `rows`, chosen from the first epoch's batches with 2% headroom; a batch
+  that needs more rows trains unpacked (`lax.switch`), whose loss, gradients and token
+  count are the packed ones up to float rounding.
+`compile_epoch(..., scan=False)` runs the same step function from a Python loop, one
+jitted call per step: the debugging path (`--config.epoch_scan=False`), equal to the scan
+bit for bit on CPU (tested).
 """
 from __future__ import annotations
 
@@ -35,40 +37,23 @@ from birthjax import examples, sharding, train
 from birthjax.vocab import MASK, PAD
 
 
-# ----------------------------------------------------------------------------- records
-def pretrain_arrays(documents, block_size: int) -> dict:
-  """{'docs': [N, C] ids (PAD after the end), 'lens': [N]}, C = the longest truncation."""
-  c = examples.truncation_range(block_size)[1]
-  docs = np.full((len(documents), c), PAD, np.int32)
-  lens = np.zeros(len(documents), np.int32)
-  for i, d in enumerate(documents):
-    lens[i] = min(len(d), c)
-    docs[i, :lens[i]] = d[:lens[i]]
-  return {"docs": docs, "lens": lens}
-
-
-def finetune_arrays(pairs, block_size: int) -> dict:
-  """{'x', 'y': [N, block_size - 1]}: the QA examples, encoded once."""
-  xs, ys = zip(*(examples.qa_example(q, a, block_size) for q, a in pairs)) if pairs else ((), ())
-  w = block_size - 1
-  return {"x": np.array(xs, np.int32).reshape(-1, w), "y": np.array(ys, np.int32).reshape(-1, w)}
-
-
-# ----------------------------------------------------------------------------- span corruption
-def draws(key, length, block_size: int):
-  """(n, m, p) of one document of `length` ids: truncated length, masked length, start."""
+# ----------------------------------------------------------------------------- examples
+def draws(key, length, block_size: int, trunc=True, keep=0):
+  """(n, m, p) of one record of `length` ids: n = min(uniform [4, 7/8 block], length) when
+  `trunc` (else length), m uniform on examples.masked_length_range(n), p uniform on
+  [min(keep, n - m), n - m] (the first `keep` ids, a name, stay visible when they can)."""
   lo, hi = examples.truncation_range(block_size)
   k_n, k_m, k_p = jax.random.split(key, 3)
-  n = jnp.minimum(jax.random.randint(k_n, (), lo, hi + 1), length)
+  n = jnp.where(trunc, jnp.minimum(jax.random.randint(k_n, (), lo, hi + 1), length), length)
   m_lo = jnp.where(n == 0, 0, jnp.maximum(1, (n + 4) // 8))  # examples.masked_length_range
   m_hi = jnp.where(n == 0, 0, jnp.maximum(1, (3 * n + 4) // 8))
   m = jax.random.randint(k_m, (), m_lo, m_hi + 1)
-  p = jax.random.randint(k_p, (), 0, n - m + 1)
+  p = jax.random.randint(k_p, (), jnp.minimum(keep, n - m), n - m + 1)
   return n, m, p
 
 
 def corrupt(doc_C, n, m, p, block_size: int):
-  """examples.corrupt in jax.numpy: `doc[:p] MASK doc[p+m:n] MASK doc[p:p+m] PAD...`."""
+  """The span-corrupted example `doc[:p] MASK doc[p+m:n] MASK doc[p:p+m] PAD...` as (x, y)."""
   i = jnp.arange(block_size)
   b = n - p - m  # suffix length
   src = jnp.select([i < p, i <= p + b], [i, i - 1 + m], i - (n - m + 2) + p)
@@ -78,16 +63,42 @@ def corrupt(doc_C, n, m, p, block_size: int):
   return s[:-1], s[1:]
 
 
+def example(key, row: dict, fill, fill_lens, block_size: int):
+  """(x, y) of one table row (birthjax.records); `fill` [F, T] fillers (F = 0: PAD)."""
+  n, m, p = draws(key, row["lens"], block_size, row["trunc"], row["keep"])
+  xc, yc = corrupt(row["ids"], n, m, p, block_size)
+  s = jnp.where(row["qa"], row["ids"][:block_size], jnp.concatenate([xc, yc[-1:]]))
+  i = jnp.arange(block_size)
+  k = jax.random.randint(jax.random.fold_in(key, 3), (), 0, row["shift"] + 1)
+  head = jnp.full(block_size, PAD, jnp.int32)
+  if fill.shape[0]:  # the last k ids of a random filler, left-padded with PAD
+    j = jax.random.randint(jax.random.fold_in(key, 4), (), 0, fill.shape[0])
+    at = fill_lens[j] - k + i
+    head = jnp.where(at >= 0, jnp.take(fill[j], jnp.clip(at, 0, fill.shape[1] - 1)), PAD)
+  s = jnp.where(i >= k, jnp.take(s, jnp.clip(i - k, 0, block_size - 1)), head)
+  t = jnp.arange(block_size - 1)
+  hidden = (row["qa"] & (t < row["keep"] - 1)) | ((t < k) if fill.shape[0] else False)
+  return s[:-1], jnp.where(hidden, PAD, s[1:])
+
+
 # ----------------------------------------------------------------------------- packing
 def example_lengths(y_BxT):
-  """packing.example_lengths in jax.numpy."""
+  """1 + the index of each row's last non-PAD target (0 for a row without targets)."""
   has = y_BxT != PAD
   t = y_BxT.shape[1]
   return jnp.where(has.any(1), t - jnp.argmax(has[:, ::-1], axis=1), 0)
 
 
 def pack(x_BxT, y_BxT, valid_B, rows: int) -> tuple[dict, jax.Array]:
-  """packing.pack in jax.numpy with a fixed number of rows: (packed batch, rows needed)."""
+  """The valid rows' examples packed into `rows` rows: (packed batch, rows needed).
+
+  An example needs its first `length` positions (example_lengths, at least 1); examples
+  are placed first-fit by decreasing length. A packed row carries `segments` (1, 2, ...
+  per example, 0 for padding), `positions` (the position inside the example, for the
+  position embedding) and `row_examples` (how many examples it holds, for the token
+  count). With attention restricted to the same segment, every target sees the context
+  it had unpacked. `rows` is at most the batch's rows; examples that do not fit in them
+  are dropped: the caller trains such a batch unpacked (it knows from the rows needed)."""
   b, w = x_BxT.shape
   lengths = example_lengths(y_BxT)
   n_B = jnp.where(valid_B, jnp.maximum(lengths, 1), 0)
@@ -121,7 +132,6 @@ def pack(x_BxT, y_BxT, valid_B, rows: int) -> tuple[dict, jax.Array]:
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """The static shape of a stage's epochs."""
-  kind: str  # 'pretrain' (span corruption) or 'finetune' (QA examples)
   n_records: int
   batch_size: int  # examples a step, as configured
   rows_per_batch: int  # batch_size padded to a multiple of the device count
@@ -135,8 +145,8 @@ class Plan:
     return math.ceil(self.n_records / self.batch_size)
 
 
-def make_plan(kind, n_records, batch_size, block_size, shuffle, devices) -> Plan:
-  return Plan(kind, n_records, batch_size, -(-batch_size // devices) * devices, block_size, shuffle)
+def make_plan(n_records, batch_size, block_size, shuffle, devices) -> Plan:
+  return Plan(n_records, batch_size, -(-batch_size // devices) * devices, block_size, shuffle)
 
 
 def keys(data_key, epoch):
@@ -158,13 +168,10 @@ def make_batch(plan: Plan, arrays: dict, corrupt_key, idx_B):
   """(x, y, valid) of one step's records; invalid rows are all PAD."""
   valid = idx_B >= 0
   ids = jnp.maximum(idx_B, 0)
-  if plan.kind == "pretrain":
-    k = jax.vmap(lambda i: jax.random.fold_in(corrupt_key, i))(ids)
-    n, m, p = jax.vmap(functools.partial(draws, block_size=plan.block_size))(k, arrays["lens"][ids])
-    x, y = jax.vmap(functools.partial(corrupt, block_size=plan.block_size))(
-        arrays["docs"][ids], n, m, p)
-  else:
-    x, y = arrays["x"][ids], arrays["y"][ids]
+  rows = {k: v[ids] for k, v in arrays.items() if k not in ("fill", "fill_lens")}
+  keys = jax.vmap(lambda i: jax.random.fold_in(corrupt_key, i))(ids)
+  x, y = jax.vmap(lambda k, r: example(k, r, arrays["fill"], arrays["fill_lens"],
+                                       plan.block_size))(keys, rows)
   return jnp.where(valid[:, None], x, PAD), jnp.where(valid[:, None], y, PAD), valid
 
 

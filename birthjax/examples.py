@@ -1,6 +1,7 @@
-"""Span corruption and QA encoding as pure functions of token ids -> (x, y) int32 arrays.
+"""The reference's example rules: span corruption's ranges (the draws themselves are made on
+the device, birthjax.device_epoch), the QA example and the decoding prompt.
 
-Both return x = s[:-1] and y = s[1:] for a sequence s of block_size ids (so block_size - 1
+Examples are x = s[:-1] and y = s[1:] for a sequence s of block_size ids (so block_size - 1
 positions); y == PAD is ignored by the loss.
 """
 from __future__ import annotations
@@ -24,29 +25,6 @@ def masked_length_range(n: int) -> tuple[int, int]:
   if n == 0:
     return 0, 0
   return max(1, (n + 4) // 8), max(1, (3 * n + 4) // 8)
-
-
-def span_corrupt(doc: np.ndarray, rng: np.random.Generator, block_size: int):
-  """`prefix + MASK + suffix + MASK + masked + PAD...` of one document (ids), as (x, y)."""
-  lo, hi = truncation_range(block_size)
-  n = len(doc[: rng.integers(lo, hi + 1)])  # a shorter document stays whole
-  m_lo, m_hi = masked_length_range(n)
-  m = int(rng.integers(m_lo, m_hi + 1))
-  p = int(rng.integers(0, n - m + 1))
-  return corrupt(doc, n, m, p, block_size)
-
-
-def corrupt(doc: np.ndarray, n: int, m: int, p: int, block_size: int):
-  """The span-corrupted example of `doc[:n]` with the span doc[p:p+m] masked, as (x, y).
-
-  The draws (n, m, p) are made by `span_corrupt` here, or with jax.random on device
-  (birthjax.device_epoch): given the same draws both build the same example.
-  """
-  doc = doc[:n]
-  s = np.full(block_size, PAD, np.int32)
-  seq = np.concatenate([doc[:p], [MASK], doc[p + m:], [MASK], doc[p:p + m]])
-  s[: len(seq)] = seq
-  return s[:-1], s[1:]
 
 
 def qa_example(question: np.ndarray, answer: np.ndarray, block_size: int):

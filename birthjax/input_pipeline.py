@@ -1,21 +1,15 @@
-"""From the data folder to batches: TFDS sources -> encoded records -> grain datasets of batches.
-
-A stage's batches form one grain MapDataset indexed by step: step s is batch s % spe of
-epoch s // spe (spe = steps per epoch, ceil(n / batch_size): the last partial batch is
-kept, as the reference's DataLoader does). Each epoch is a fresh pass (a new shuffle
-when enabled, fresh span corruption) drawn from `seed`, so any step's batch is a pure
-function of (seed, step) and the grain iterator state is just the next step.
+"""From the data folder to encoded records: the four files checked, read through TFDS
+(birthjax.tfds_builders), encoded with the wiki.txt vocabulary. birthjax.records turns them
+into the tables the training engine (birthjax.device_epoch) builds its examples from.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
-import grain
 import numpy as np
 
-from birthjax import augment, corpus, examples, packing, synthetic, tfds_builders
+from birthjax import corpus, synthetic, tfds_builders
 from birthjax.errors import UserError
 from birthjax.vocab import Vocab
 
@@ -127,60 +121,3 @@ def load(data_cfg, block_size: int) -> Data:
       data_dir, docs, train, {corpus.DEV: eval_sets["dev"][0], corpus.TEST: eval_sets["test"][0]},
       block_size)
   return Data(vocab, documents, finetune, eval_sets, data_dir, tfds_builders.files_digest(data_dir))
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-  return math.ceil(n / batch_size)
-
-
-def stage_batches(records, encode, *, epochs: int, batch_size: int, shuffle: bool,
-                  seed: int, pad_to_multiple: int = 1, pack: bool = False) -> grain.MapDataset:
-  """MapDataset of batches {'x','y': [B, T-1] int32, 'row_mask': [B] bool}, one per step.
-
-  `encode(record, rng) -> (x, y)`. Batches are padded with all-PAD rows (row_mask False)
-  to a multiple of `pad_to_multiple` (the device count): they add nothing to the loss
-  or to the token count. With `pack`, the batch's examples are packed into fewer rows
-  (birthjax.packing; a multiple of 8 and of `pad_to_multiple`).
-  """
-  n = len(records)
-  ds = grain.MapDataset.source(records)
-  if shuffle:
-    ds = ds.shuffle(seed=seed)  # a new permutation every epoch
-  ds = ds.repeat(max(epochs, 1)).random_map(encode, seed=seed)  # fresh randomness every epoch
-  spe = steps_per_epoch(n, batch_size)
-
-  def make_batch(step):
-    epoch, j = divmod(step, spe)
-    lo, hi = epoch * n + j * batch_size, epoch * n + min((j + 1) * batch_size, n)
-    xs, ys = zip(*(ds[k] for k in range(lo, hi)))
-    rows = hi - lo
-    padded = -(-rows // pad_to_multiple) * pad_to_multiple
-    x = np.zeros((padded, len(xs[0])), np.int32)
-    y = np.zeros_like(x)
-    x[:rows], y[:rows] = np.stack(xs), np.stack(ys)
-    batch = {"x": x, "y": y, "row_mask": np.arange(padded) < rows}
-    return packing.pack(batch, math.lcm(8, pad_to_multiple)) if pack else batch
-
-  return grain.MapDataset.range(epochs * spe).map(make_batch)
-
-
-def pretrain_batches(data: Data, cfg, *, block_size: int, seed: int, pad_to_multiple: int = 1,
-                     pack: bool = False):
-  aug = cfg.get("augment")
-  if augment.enabled(aug):  # knowledge-augmented records (birthjax.augment): train pairs only
-    records = augment.pretrain_records(data.documents, data.finetune, data.vocab, aug, block_size)
-    fillers = data.documents if aug.get("shift_text") else None
-    encode = lambda record, rng: augment.encode(record, rng, block_size, aug.whole,
-                                                aug.get("shift", 0), fillers)
-  else:  # the faithful recipe: one record a document
-    records = data.documents
-    encode = lambda doc, rng: examples.span_corrupt(doc, rng, block_size)
-  return stage_batches(records, encode, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple, pack=pack)
-
-
-def finetune_batches(data: Data, cfg, epochs: int, *, block_size: int, seed: int,
-                     pad_to_multiple: int = 1, pack: bool = False):
-  encode = lambda qa, rng: examples.qa_example(qa[0], qa[1], block_size)
-  return stage_batches(data.finetune, encode, epochs=epochs, batch_size=cfg.batch_size,
-                       shuffle=cfg.shuffle, seed=seed, pad_to_multiple=pad_to_multiple, pack=pack)

@@ -1,4 +1,4 @@
-"""The stages pretrain -> finetune -> evaluate: the host loop, progress, checkpoint cadence.
+"""The stages pretrain -> finetune -> evaluate: epochs, progress, checkpoint cadence.
 
 Parameters flow from stage to stage: `init_from` (if set) seeds the first stage;
 pretraining hands its parameters to finetuning; evaluation uses the latest parameters
@@ -7,6 +7,7 @@ checkpoint when rerun with the same command.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,8 +16,8 @@ import time
 import jax
 import numpy as np
 
-from birthjax import augment, checkpoint, compile_cache, decode, device_epoch, evaluate, fastrng
-from birthjax import input_pipeline, metrics, model, sharding, train
+from birthjax import checkpoint, compile_cache, decode, device_epoch, evaluate, fastrng
+from birthjax import input_pipeline, metrics, model, records, sharding, train
 from birthjax.errors import UserError
 
 STAGES = ("pretrain", "finetune", "evaluate")
@@ -88,9 +89,6 @@ def validate(config):
                (not aug.name_prefix or aug.whole, "pretrain.augment.name_prefix",
                 "pretrain.augment.name_prefix needs pretrain.augment.whole (it prefixes windows)",
                 "also set --config.pretrain.augment.whole=True, or name_prefix=False")]
-  checks.append((not (config.get("device_epochs") and augment.enabled(aug)), "device_epochs",
-                 "device_epochs runs the faithful span corruption only, not pretrain.augment",
-                 "set --config.device_epochs=False for the augmented recipe"))
   for stage in ("pretrain", "finetune"):
     c = config[stage]
     checks += [(c.batch_size >= 1, f"{stage}.batch_size", None, "use an integer >= 1"),
@@ -118,105 +116,93 @@ def fingerprint(*parts) -> str:
 
 
 # ----------------------------------------------------------------------------- training
-def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
-  """Run (or resume) one training stage; returns its final parameters."""
+@dataclasses.dataclass
+class StageProgram:
+  """What a training stage runs: its compiled epoch, the plan, and its record tables."""
+  epoch_fn: object  # (state, arrays, data_key, seed_key, epoch) -> (state, metrics [steps])
+  plan: device_epoch.Plan
+  table_of: object  # epoch -> the record table (numpy)
+  per_epoch: bool  # whether the table changes every epoch (the augmented recipe's crops)
+  opt: tuple
+  data_key: jax.Array
+  seed: int
+  pack: bool
+
+
+def stage_program(stage, config, data, mesh) -> StageProgram:
   c = config[stage]
   block = config.model.block_size
   seed = config.seed + (0 if stage == "pretrain" else 1)
   pack = config.pack and config.model.variant == "vanilla"  # the perceivers need whole rows
-  on_device = config.device_epochs
-  if stage == "pretrain":
-    epochs = c.epochs
-  else:
-    epochs = c.epochs if init_source != "scratch" else c.epochs_from_scratch
-  if on_device:
-    records = data.documents if stage == "pretrain" else data.finetune
-    plan = device_epoch.make_plan(stage, len(records), c.batch_size, block, c.shuffle, mesh.size)
-    arrays = (device_epoch.pretrain_arrays if stage == "pretrain" else
-              device_epoch.finetune_arrays)(records, block)
-    total = epochs * plan.steps_per_epoch
-  elif stage == "pretrain":
-    batches = input_pipeline.pretrain_batches(data, c, block_size=block, seed=seed,
-                                              pad_to_multiple=mesh.size, pack=pack)
-  else:
-    batches = input_pipeline.finetune_batches(data, c, epochs, block_size=block, seed=seed,
-                                              pad_to_multiple=mesh.size, pack=pack)
-  total = total if on_device else len(batches)
-  model_cfg = model_config(config, deterministic=False)
+  table_of, per_epoch = records.stage_tables(stage, config, data)
+  plan = device_epoch.make_plan(len(table_of(0)["lens"]), c.batch_size, block, c.shuffle, mesh.size)
+  data_key = device_epoch.data_key(seed)
+  if pack:
+    plan = device_epoch.choose_rows(plan, table_of(0), data_key, mesh.size)
   opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
   schedule = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens),
               ("clamp", c.clamp_schedule))
-  step_fn = train.compile_train_step(mesh, model_cfg=model_cfg, opt=opt,
-                                     base_lr=c.learning_rate, schedule=schedule)
-  state = jax.device_put(train.init_state(init_params, train.make_tx(opt)),
+  epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_config(config, deterministic=False),
+                                        opt=opt, base_lr=c.learning_rate, schedule=schedule,
+                                        scan=config.get("epoch_scan", True))
+  return StageProgram(epoch_fn, plan, table_of, per_epoch, opt, data_key, seed, pack)
+
+
+def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
+  """Run (or resume) one training stage, epoch by epoch; returns its final parameters."""
+  c = config[stage]
+  epochs = c.epochs if stage == "pretrain" or init_source != "scratch" else c.epochs_from_scratch
+  prog = stage_program(stage, config, data, mesh)
+  spe = prog.plan.steps_per_epoch
+  total = epochs * spe
+  state = jax.device_put(train.init_state(init_params, train.make_tx(prog.opt)),
                          sharding.replicated(mesh))
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "init": init_source, "fingerprint": fingerprint(config.model.to_dict(), c.to_dict(),
-                                                          config.seed, data.digest, init_source, pack,
-                                                          epochs) + ("-device" if on_device else "")}
+                                                          config.seed, data.digest, init_source, prog.pack,
+                                                          epochs)}
   ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage))
-  it = None if on_device else iter(batches.to_iter_dataset())
   if ckpts.latest_step() is not None:
     old = ckpts.latest_meta() or {}
     if old.get("fingerprint", meta["fingerprint"]) != meta["fingerprint"]:
       raise UserError(f"the workdir holds a {stage} checkpoint of a different configuration "
                       f"(model, {stage} settings, seed, data or initialisation)",
                       ckpts.directory, "use a new --workdir, or rerun with the original config")
-    state, data_state, _ = ckpts.restore(state)
-    if it is not None:
-      it.set_state(data_state)
+    state, _, _ = ckpts.restore(state)
     print(f"{stage}: resumed from step {int(state['step'])} of {total}")
-  seed_key = jax.random.key(seed)
+  seed_key = jax.random.key(prog.seed)
   writer = metrics.Writer(workdir, stage)
   bar = metrics.progress(stage, total, int(state["step"]))
   every = max(1, config.checkpoint_every)
-  pending, t0 = None, time.time()
 
-  def report(m, step, elapsed=None):  # metrics of the previous step: the host never waits on it
-    m = jax.device_get(m)
-    elapsed = max(time.time() - t0 if elapsed is None else elapsed, 1e-9)
+  def report(m, step, elapsed):
     writer.scalars(step, {"train/loss": m["loss"], "train/lr": m["lr"],
-                          "train/grad_norm": m["grad_norm"], "train/tokens_per_s": m["tokens"] / elapsed,
-                          **({"train/packed": m["packed"], "train/rows": m["rows"]} if "packed" in m else {})})
+                          "train/grad_norm": m["grad_norm"],
+                          "train/tokens_per_s": m["tokens"] / max(elapsed, 1e-9),
+                          "train/packed": m["packed"], "train/rows": m["rows"]})
     bar.set_postfix_str(f"loss {float(m['loss']):.5f} lr {float(m['lr']):.3e}", refresh=False)
     if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
       raise UserError(f"{stage} loss/gradient became non-finite (loss {m['loss']}, grad norm "
                       f"{m['grad_norm']}) at step {step}", ckpts.directory,
                       "lower the learning rate; the last good checkpoint is kept as the latest")
 
-  if on_device:
-    if pack:
-      plan = device_epoch.choose_rows(plan, arrays, device_epoch.data_key(seed), mesh.size)
-    epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_cfg, opt=opt,
-                                          base_lr=c.learning_rate, schedule=schedule)
-    arrays = jax.device_put(arrays, sharding.replicated(mesh))
-    data_key, spe = device_epoch.data_key(seed), plan.steps_per_epoch
-    for epoch in range(int(state["step"]) // spe, epochs):
-      state, ms = epoch_fn(state, arrays, data_key, seed_key, epoch)
-      ms = jax.device_get(ms)  # the epoch's metrics, read back once
-      dt = (time.time() - t0) / spe
-      for i in range(spe):
-        report({k: v[i] for k, v in ms.items()}, epoch * spe + i + 1, dt)
-      t0 = time.time()
-      bar.update(spe)
-      step = (epoch + 1) * spe
-      if step // every > (step - spe) // every or step == total:
-        ckpts.save(state, {"epoch": epoch + 1}, meta)
-  for step in range(int(state["step"]), 0 if on_device else total):
-    batch = sharding.put_batch(next(it), mesh)
-    state, m = step_fn(state, batch, seed_key)
-    if pending is not None:
-      report(*pending)
-    pending, t0 = (m, step + 1), time.time()
-    bar.update(1)
-    if (step + 1) % every == 0 or step + 1 == total:
-      report(*pending)  # never save a step whose loss is not known to be finite
-      pending = None
-      ckpts.save(state, it.get_state(), meta)
-  if pending is not None:
-    report(*pending)
+  first = int(state["step"]) // spe
+  on_device = jax.device_put(prog.table_of(first), sharding.replicated(mesh))
+  for epoch in range(first, epochs):
+    t0 = time.time()
+    if prog.per_epoch and epoch > first:
+      on_device = jax.device_put(prog.table_of(epoch), sharding.replicated(mesh))
+    state, ms = prog.epoch_fn(state, on_device, prog.data_key, seed_key, epoch)
+    ms = jax.device_get(ms)  # the epoch's metrics, read back once
+    dt = (time.time() - t0) / spe
+    for i in range(spe):
+      report({k: v[i] for k, v in ms.items()}, epoch * spe + i + 1, dt)
+    bar.update(spe)
+    step = (epoch + 1) * spe
+    if step // every > (step - spe) // every or step == total:
+      ckpts.save(state, {"epoch": epoch + 1}, meta)
   if ckpts.latest_step() is None or ckpts.latest_step() < total:
-    ckpts.save(state, {"epoch": epochs} if on_device else it.get_state(), meta)  # a 0-step stage still leaves its checkpoint
+    ckpts.save(state, {"epoch": epochs}, meta)  # a 0-step stage still leaves its checkpoint
   bar.close(), writer.close(), ckpts.close()
   return state["params"]
 

@@ -32,7 +32,7 @@ def get_config(preset=None):
   c.init_from = ""  # start from: a checkpoint folder (e.g. W/checkpoints/finetune) or a reference .params file
   c.checkpoint_every = 500  # steps; also at the end of every stage
   c.pack = True  # vanilla: pack examples into fewer rows (same loss and lr; dropout draws differ)
-  c.device_epochs = False  # True: each epoch is one compiled program (jax.random span corruption)
+  c.epoch_scan = True  # an epoch is one compiled lax.scan; False: a Python loop over the same jitted step (debugging)
   # JAX's persistent compilation cache (birthjax/compile_cache.py): '' compiles every run anew
   c.compile_cache = os.environ.get("BIRTHJAX_COMPILE_CACHE", "~/.cache/birthjax/xla")
 
@@ -48,7 +48,7 @@ def get_config(preset=None):
       variant="vanilla",  # 'vanilla' | 'perceiver' (A5) | 'perceiver_ar'
       vocab_size=256,  # PAD, MASK + the 254 characters of the A5 wiki.txt
       n_layer=4, n_head=8, n_embd=256, block_size=128, dropout=0.1,
-      dropout_rng="threefry",  # 'hash': dropout bits from a cheap hash (birthjax/fastrng.py)
+      dropout_rng="hash",  # dropout bits from a cheap keyed hash (birthjax/fastrng.py); 'threefry': JAX's default
       bottleneck_dim=64,  # m, latents of the perceiver variants (the reference's run.py: 32)
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128

@@ -32,7 +32,8 @@ import jax
 import numpy as np
 import pytest
 
-from birthjax import checkpoint, decode, evaluate, examples, input_pipeline, model, run, train
+from birthjax import checkpoint, decode, device_epoch, evaluate, examples, input_pipeline, model
+from birthjax import records, run, train
 from birthjax.errors import UserError
 from birthjax.vocab import Vocab
 
@@ -384,15 +385,18 @@ def test_eval_question_longer_than_block_size_is_cropped(tmp_path, synthetic_dir
 
 def test_batch_size_not_a_multiple_of_devices_is_padded():
   """4 devices (conftest), batch size 3 over 7 records: every batch padded to 4 rows, the
-  padding rows masked out; no record lost or repeated."""
+  padding rows masked out (all PAD); no record lost or repeated."""
   assert jax.device_count() == 4
-  records = [np.full(3, i + 2, np.int32) for i in range(7)]
-  ds = input_pipeline.stage_batches(records, lambda r, rng: (r, r), epochs=1, batch_size=3,
-                                    shuffle=False, seed=0, pad_to_multiple=jax.device_count())
-  assert [b["x"].shape for b in ds] == [(4, 3)] * 3
-  assert [list(b["row_mask"]) for b in ds] == [[True] * 3 + [False]] * 2 + [[True] + [False] * 3]
-  assert [int(x) - 2 for b in ds for x in b["x"][b["row_mask"], 0]] == list(range(7))
-  assert all((b["x"][~b["row_mask"]] == 0).all() for b in ds)
+  plan = device_epoch.make_plan(7, 3, 16, False, jax.device_count())
+  qa = [(np.full(3, i + 2, np.int32), np.array([9], np.int32)) for i in range(7)]
+  arrays = jax.tree.map(jax.numpy.asarray, records.finetune(qa, 16))
+  key = device_epoch.keys(device_epoch.data_key(0), 0)[1]
+  batches = [[np.asarray(a) for a in device_epoch.make_batch(plan, arrays, key, idx)]
+             for idx in device_epoch.epoch_indices(plan, device_epoch.data_key(0), 0)]
+  assert [x.shape for x, _, _ in batches] == [(4, 15)] * 3
+  assert [v.tolist() for _, _, v in batches] == [[True] * 3 + [False]] * 2 + [[True] + [False] * 3]
+  assert [int(r) - 2 for x, _, v in batches for r in x[v, 0]] == list(range(7))
+  assert all((x[~v] == 0).all() and (y[~v] == 0).all() for x, y, v in batches)
 
 
 # ----------------------------------------------------------------------------- the table, run

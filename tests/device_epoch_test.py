@@ -1,5 +1,6 @@
-"""On-device epochs: the jax.random pipeline builds the host pipeline's examples and packs,
-its draws follow the span-corruption spec, and scan, step loop and host steps agree."""
+"""The training engine (birthjax.device_epoch): draws follow the span-corruption spec, batches
+are built as the reference's DataLoader would (hand-worked), and scan, step loop and explicit
+steps agree; run.train_stage resumes bitwise and trains the perceiver unpacked."""
 import dataclasses
 import os
 import shutil
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from birthjax import device_epoch as de
-from birthjax import examples, model, packing, run, sharding, train
+from birthjax import examples, model, records, run, sharding, train
+from birthjax.vocab import MASK
 from tests.run_test import assert_same_tree, params_of, smoke_config
 
 T = 32
@@ -19,22 +21,6 @@ T = 32
 def docs(seed=0, lengths=(0, 1, 3, 10, 27, 28, 40, 60, 5, 90, 17)):
   rng = np.random.default_rng(seed)
   return [rng.integers(2, 50, size=k).astype(np.int32) for k in lengths]
-
-
-def test_corrupt_builds_the_host_example_from_the_same_draws():
-  ds = docs()
-  arr = de.pretrain_arrays(ds, T)
-  assert arr["docs"].shape == (len(ds), 28) and arr["lens"].tolist()[:8] == [0, 1, 3, 10, 27, 28, 28, 28]
-  draw = jax.jit(jax.vmap(lambda k, n: de.draws(k, n, T)))
-  build = jax.jit(jax.vmap(lambda d, n, m, p: de.corrupt(d, n, m, p, T)))
-  for s in range(20):
-    keys = jax.random.split(jax.random.key(s), len(ds))
-    n, m, p = draw(keys, jnp.asarray(arr["lens"]))
-    x, y = build(jnp.asarray(arr["docs"]), n, m, p)
-    for i, d in enumerate(ds):
-      xr, yr = examples.corrupt(d, int(n[i]), int(m[i]), int(p[i]), T)
-      np.testing.assert_array_equal(np.asarray(x[i]), xr)
-      np.testing.assert_array_equal(np.asarray(y[i]), yr)
 
 
 def test_hand_worked_corruption():
@@ -73,32 +59,52 @@ def test_draws_follow_the_spec():
 
 
 def test_epoch_indices_hand_worked():
-  plan = de.make_plan("pretrain", 10, 4, T, False, 2)
+  plan = de.make_plan(10, 4, T, False, 2)
   assert plan.steps_per_epoch == 3 and plan.rows_per_batch == 4
   idx = np.asarray(de.epoch_indices(plan, de.data_key(0), 0))
   assert idx.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, -1, -1]]
-  plan = de.make_plan("pretrain", 7, 3, T, True, 4)  # 3 examples a step, padded to 4 rows
+  plan = de.make_plan(7, 3, T, True, 4)  # 3 examples a step, padded to 4 rows
   e0, e1 = (np.asarray(de.epoch_indices(plan, de.data_key(0), e)) for e in (0, 1))
   assert e0.shape == (3, 4) and (e0[:, 3] == -1).all() and (e0[2, 1:] == -1).all()
   assert sorted(e0[e0 >= 0].tolist()) == list(range(7)) and e0.tolist() != e1.tolist()
 
 
-def test_pack_equals_host_packing():
-  ds = docs(1, lengths=tuple(range(0, 80, 3)))
-  arr = jax.tree.map(jnp.asarray, de.pretrain_arrays(ds, T))
-  plan = de.make_plan("pretrain", len(ds), 6, T, True, 1)
-  pack = jax.jit(lambda x, y, v: de.pack(x, y, v, 8))
+def test_finetune_and_pretrain_batches_hand_worked():
+  """The first batch of a finetuning table (QA rows: no randomness) and of a pretraining
+  table (an empty document becomes MASK MASK), padded to 4 rows."""
+  ft = jax.tree.map(jnp.asarray, records.finetune(
+      [(np.array([5, 6, 7], np.int32), np.array([8, 9], np.int32)),
+       (np.array([10, 11], np.int32), np.array([12], np.int32))], 10))
+  plan = de.make_plan(2, 4, 10, False, 4)
+  key = de.keys(de.data_key(0), 0)[1]
+  x, y, v = map(np.asarray, de.make_batch(plan, ft, key, de.epoch_indices(plan, de.data_key(0), 0)[0]))
+  np.testing.assert_array_equal(x, [[5, 6, 7, 1, 8, 9, 1, 0, 0], [10, 11, 1, 12, 1, 0, 0, 0, 0],
+                                    [0] * 9, [0] * 9])
+  np.testing.assert_array_equal(y, [[0, 0, 1, 8, 9, 1, 0, 0, 0], [0, 1, 12, 1, 0, 0, 0, 0, 0],
+                                    [0] * 9, [0] * 9])
+  assert v.tolist() == [True, True, False, False]
+  pt = jax.tree.map(jnp.asarray, records.pretrain([np.arange(2, 40, dtype=np.int32),
+                                                   np.zeros(0, np.int32)], 16))
+  assert np.asarray(pt["lens"]).tolist() == [14, 0]  # 7/8 of 16: the most truncation keeps
+  plan = de.make_plan(2, 2, 16, False, 1)
   for e in range(3):
-    corrupt_key = de.keys(de.data_key(0), e)[1]
-    for idx_B in de.epoch_indices(plan, de.data_key(0), e):
-      x, y, v = de.make_batch(plan, arr, corrupt_key, idx_B)
-      host = packing.pack({"x": np.asarray(x), "y": np.asarray(y), "row_mask": np.asarray(v)}, 1)
-      dev, need = pack(x, y, v)
-      assert int(need) == len(host["x"])
-      for k, h in host.items():
-        d = np.asarray(dev[k])
-        np.testing.assert_array_equal(d[:len(h)], h, err_msg=k)
-        assert (d[len(h):] == 0).all()
+    key = de.keys(de.data_key(0), e)[1]
+    x, y, v = map(np.asarray, de.make_batch(plan, pt, key, de.epoch_indices(plan, de.data_key(0), e)[0]))
+    assert x.shape == (2, 15) and v.all()
+    np.testing.assert_array_equal(x[1], [1, 1] + [0] * 13)  # the empty document
+    np.testing.assert_array_equal(y[1], [1] + [0] * 14)
+    assert np.count_nonzero(x[0] == MASK) == 2
+
+
+def test_each_epoch_draws_anew_and_the_same_key_draws_the_same():
+  docs_ = docs(4, lengths=(30,) * 6)
+  arr = jax.tree.map(jnp.asarray, records.pretrain(docs_, T))
+  plan = de.make_plan(6, 6, T, False, 1)
+  batch = lambda e: np.asarray(de.make_batch(plan, arr, de.keys(de.data_key(0), e)[1],
+                                             de.epoch_indices(plan, de.data_key(0), e)[0])[0])
+  assert not np.array_equal(batch(0), batch(1))
+  np.testing.assert_array_equal(batch(1), batch(1))
+  assert len({batch(0)[i].tobytes() for i in range(6)}) == 6  # the same text, other draws
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +115,8 @@ def tiny():
   sched = (("warmup_tokens", 100), ("final_tokens", 20_000), ("clamp", False))
   mesh = sharding.make_mesh()
   params = model.init_params(cfg, jax.random.key(0))
-  arrays = de.pretrain_arrays(docs(2, lengths=tuple(range(1, 90, 2))), T)  # 45 documents
-  plan = de.make_plan("pretrain", len(arrays["lens"]), 22, T, True, mesh.size)  # 3 steps of 24 rows
+  arrays = records.pretrain(docs(2, lengths=tuple(range(1, 90, 2))), T)  # 45 documents
+  plan = de.make_plan(len(arrays["lens"]), 22, T, True, mesh.size)  # 3 steps of 24 rows
   plan = de.choose_rows(plan, arrays, de.data_key(3), mesh.size)
   assert 0 < plan.rows < plan.rows_per_batch
   # two packed shapes, each taken by some step of the 2 epochs the tests run
@@ -152,9 +158,9 @@ def test_scan_equals_step_loop_bitwise(tiny):
   assert used == {plan.small_rows, plan.rows}, used  # both packed shapes were trained
 
 
-def test_device_epoch_equals_host_steps_on_the_same_batches(tiny):
-  """The host path (numpy batches, birthjax.packing, the jitted train step) fed the examples
-  the device builds lands on the device path's parameters (float tolerance)."""
+def test_device_epoch_equals_explicit_steps_on_the_same_batches(tiny):
+  """Explicit steps (each batch built, packed into the shape the tiers pick, and fed to the
+  jitted train step one by one) land on the compiled epoch's parameters (float tolerance)."""
   cfg, opt, sched, mesh, params, arrays, plan = tiny
   dev_state, _ = _epochs(tiny, True, n=1)
   step = train.compile_train_step(mesh, model_cfg=cfg, opt=opt, base_lr=1e-2, schedule=sched)
@@ -162,18 +168,17 @@ def test_device_epoch_equals_host_steps_on_the_same_batches(tiny):
   state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
   corrupt_key = de.keys(de.data_key(3), 0)[1]
   for idx_B in de.epoch_indices(plan, de.data_key(3), 0):
-    x, y, v = map(np.asarray, de.make_batch(plan, jax.tree.map(jnp.asarray, arrays), corrupt_key, idx_B))
-    ex = {"x": x, "y": y, "row_mask": v}
-    need = int((packing.pack(ex, plan.rows)["row_examples"] > 0).sum())
-    rows = plan.small_rows if need <= plan.small_rows else plan.rows  # the device's shape
-    batch = packing.pack(ex, rows)  # host packing into as many rows
+    x, y, v = de.make_batch(plan, jax.tree.map(jnp.asarray, arrays), corrupt_key, idx_B)
+    need = int(de.pack(x, y, v, plan.rows)[1])
+    rows = plan.small_rows if need <= plan.small_rows else plan.rows  # the tiers' shape
+    batch = jax.device_get(de.pack(x, y, v, rows)[0])
     state, _ = step(state, sharding.put_batch(batch, mesh), jax.random.key(3))
   for a, b in zip(jax.tree.leaves(dev_state), jax.tree.leaves(state)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
-def test_run_with_device_epochs_resumes_bitwise(cache_dir, tmp_path):
-  config = smoke_config(cache_dir, stages="pretrain", device_epochs=True,
+def test_run_resumes_bitwise(cache_dir, tmp_path):
+  config = smoke_config(cache_dir, stages="pretrain",
                         **{"pretrain.epochs": 2, "pretrain.shuffle": True})
   full = str(tmp_path / "full")
   run.run(config, full)
@@ -187,19 +192,12 @@ def test_run_with_device_epochs_resumes_bitwise(cache_dir, tmp_path):
   assert_same_tree(params_of(full, "pretrain", config), params_of(resumed, "pretrain", config))
 
 
-def test_run_with_device_epochs_unpacked_perceiver(cache_dir, tmp_path):
-  """The perceiver trains unpacked on the device: its epochs log the rows they trained."""
-  config = smoke_config(cache_dir, stages="pretrain", device_epochs=True,
+def test_run_unpacked_perceiver(cache_dir, tmp_path):
+  """The perceiver trains unpacked: its epochs log the rows they trained."""
+  config = smoke_config(cache_dir, stages="pretrain",
                         **{"model.variant": "perceiver", "model.bottleneck_dim": 8})
   run.run(config, str(tmp_path))
   from birthjax import report
   rows = report.read_scalars(os.path.join(str(tmp_path), "tb", "pretrain")).get("train/rows")
   per_batch = -(-config.pretrain.batch_size // 4) * 4  # rounded up to the 4 test devices
   assert rows and all(v == per_batch for _, v in rows), rows
-
-
-def test_device_epochs_refuse_the_augmented_recipe(cache_dir):
-  config = smoke_config(cache_dir, device_epochs=True, **{"pretrain.augment.whole": True})
-  with pytest.raises(run.UserError, match="device_epochs runs the faithful span corruption only"):
-    run.validate(config)
-  run.validate(smoke_config(cache_dir, device_epochs=True))  # the faithful recipe is fine

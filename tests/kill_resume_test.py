@@ -2,9 +2,9 @@
 then started again with the same command, ends bitwise equal (CPU) to an uninterrupted run.
 
 Real subprocesses (one CPU device each, XLA_FLAGS=''), the smoke model on a 31-person synthetic
-world: pretraining 32 documents / 8 = 4 steps an epoch x 2 epochs, finetuning 20 questions / 5
-= 4 steps, a checkpoint every 2 steps (orbax writes `<step>.orbax-checkpoint-tmp`, then renames
-it to `<step>`). The reference is one uninterrupted run of the same command in another workdir.
+world: pretraining 32 documents / 16 = 2 steps an epoch x 4 epochs, finetuning 20 questions / 10
+= 2 steps x 2 epochs, a checkpoint every 2 steps, i.e. at every epoch's end (orbax writes
+`<step>.orbax-checkpoint-tmp`, then renames it to `<step>`). The reference is one uninterrupted run of the same command in another workdir.
 Every run shares a persistent XLA compilation cache, filled by the reference before any kill
 (killed runs only read it): the resumed runs use the cached executables, the reference the
 freshly compiled ones.
@@ -35,9 +35,9 @@ import vanilla  # noqa: E402
 
 TMP = ".orbax-checkpoint-tmp"
 PRETRAIN_STEPS, FINETUNE_STEPS = 8, 4
-SIZES = ("--config.checkpoint_every=2", "--config.pretrain.epochs=2",
-         "--config.data.synthetic_people=31", "--config.pretrain.batch_size=8",
-         "--config.finetune.batch_size=5")
+SIZES = ("--config.checkpoint_every=2", "--config.pretrain.epochs=4", "--config.finetune.epochs=2",
+         "--config.data.synthetic_people=31", "--config.pretrain.batch_size=16",
+         "--config.finetune.batch_size=10")
 OUTPUTS = ("dev.predictions", "test.predictions", "results.json")
 
 
@@ -160,7 +160,7 @@ def test_kill_mid_save_in_pretraining_then_in_finetuning(reference, runs, random
   workdir = os.path.join(runs.root, "chain")
   pre, ft = (os.path.join(workdir, "checkpoints", s) for s in ("pretrain", "finetune"))
 
-  # 1: pretraining, past checkpoint 2 (mid-epoch 0), killed while a later one is being written
+  # 1: pretraining, past checkpoint 2 (epoch 0's end), killed while a later one is being written
   p = runs.start(workdir)
   assert kill_when(p, lambda: "2" in listing(workdir, "pretrain") and
                    any(n != f"2{TMP}" for n in tmp_dirs(workdir, "pretrain")))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -41,7 +42,7 @@ def assert_same_tree(a, b):
 @pytest.fixture(scope="module")
 def full_run(cache_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("full"))
-  config = smoke_config(cache_dir)
+  config = smoke_config(cache_dir, **{"pretrain.epochs": 2})  # checkpoints at epochs' ends
   results = run.run(config, workdir)
   return workdir, config, results
 
@@ -59,8 +60,8 @@ def test_full_run_writes_everything(full_run):
   assert os.listdir(os.path.join(workdir, "tb", "pretrain"))
   with open(os.path.join(workdir, "config.json")) as f:
     assert json.load(f)["model"]["n_embd"] == config.model.n_embd
-  # pretrain: 600 documents / 128 = 5 steps; finetune after pretraining: 1 epoch of 400 / 256
-  assert checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", "pretrain")).latest_step() == 5
+  # pretrain: 600 documents / 128 = 5 steps an epoch; finetune after pretraining: 1 epoch of 400 / 256
+  assert checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", "pretrain")).latest_step() == 10
   assert checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", "finetune")).latest_step() == 2
 
 
@@ -80,7 +81,7 @@ def test_resume_is_bitwise_equal(full_run, cache_dir, tmp_path):
   workdir, config, _ = full_run
   resumed = str(tmp_path / "resumed")
   shutil.copytree(workdir, resumed)
-  for stage, keep in (("pretrain", 4), ("finetune", None)):
+  for stage, keep in (("pretrain", 5), ("finetune", None)):
     d = os.path.join(resumed, "checkpoints", stage)
     for step in os.listdir(d):
       if step.isdigit() and (keep is None or int(step) > keep):
@@ -162,14 +163,14 @@ def test_corrupt_latest_checkpoint_falls_back(full_run, tmp_path, capsys, how, i
   broken = str(tmp_path / "broken")
   shutil.copytree(workdir, broken)
   shutil.rmtree(os.path.join(broken, "checkpoints", "finetune"))
-  files = _array_files(os.path.join(broken, "checkpoints", "pretrain", "5", item))
+  files = _array_files(os.path.join(broken, "checkpoints", "pretrain", "10", item))
   # flip: one byte in the middle of each data file. orbax restores a flipped byte of array
   # data silently (the checksum catches it); a file's middle byte may also be a part that the
   # restore never reads (the layout varies from run to run), hence every file
   for path in files:
     _corrupt(path, how)
   run.run(config, broken)
-  assert "checkpoints/pretrain/5 is corrupt" in capsys.readouterr().out
+  assert "checkpoints/pretrain/10 is corrupt" in capsys.readouterr().out
   for stage in ("pretrain", "finetune"):
     assert_same_tree(params_of(workdir, stage, config), params_of(broken, stage, config))
 
@@ -178,7 +179,7 @@ def test_no_intact_checkpoint_is_a_clear_error(full_run, tmp_path):
   workdir, config, _ = full_run
   broken = str(tmp_path / "broken")
   shutil.copytree(workdir, broken)
-  for step in ("4", "5"):
+  for step in ("5", "10"):
     for path in _array_files(os.path.join(broken, "checkpoints", "pretrain", step, "params")):
       _corrupt(path, "flip")
   with pytest.raises(UserError, match="no intact checkpoint left"):
@@ -186,26 +187,22 @@ def test_no_intact_checkpoint_is_a_clear_error(full_run, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_path, monkeypatch):
-  """Step 3 (1-based) reports a NaN loss: the run stops naming it; checkpoint 2 stays the latest."""
-  real = run.train.compile_train_step
+  """Step 8 (1-based, in the second epoch) reports a NaN loss: the run stops naming it, and
+  the first epoch's checkpoint (step 5) stays the latest."""
+  real = run.train.train_step
 
-  def poisoned(*args, **kwargs):
-    step_fn = real(*args, **kwargs)
+  def poisoned(state, batch, seed_key, **kwargs):
+    new_state, m = real(state, batch, seed_key, **kwargs)
+    return new_state, dict(m, loss=jnp.where(state["step"] == 7, jnp.nan, m["loss"]))
 
-    def wrapped(state, batch, key):
-      step = int(state["step"])  # read before the state is donated
-      new_state, m = step_fn(state, batch, key)
-      if step == 2:
-        m = dict(m, loss=m["loss"] * float("nan"))
-      return new_state, m
-    return wrapped
-
-  monkeypatch.setattr(run.train, "compile_train_step", poisoned)
-  with pytest.raises(UserError, match="non-finite .* at step 3"):
-    run.run(smoke_config(cache_dir, stages="pretrain"), str(tmp_path))
+  monkeypatch.setattr(run.train, "train_step", poisoned)
+  config = smoke_config(cache_dir, **{"stages": "pretrain", "pretrain.epochs": 2,
+                                      "pretrain.learning_rate": 5.5e-3})  # a fresh compile
+  with pytest.raises(UserError, match="non-finite .* at step 8"):
+    run.run(config, str(tmp_path))
   d = os.path.join(tmp_path, "checkpoints", "pretrain")
-  assert checkpoint.StageCheckpoints(d).latest_step() == 2
+  assert checkpoint.StageCheckpoints(d).latest_step() == 5
 
 
 def test_tensorflow_is_never_imported(full_run):
-  assert "tensorflow" not in sys.modules  # TFDS, grain and tensorboardX all ran without it
+  assert "tensorflow" not in sys.modules  # TFDS and tensorboardX both ran without it

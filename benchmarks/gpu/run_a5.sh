@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine lent by the device tool (after benchmarks/gpu/prepare.sh here): the full A5
 # pipelines (650 pretraining epochs, 10 finetuning epochs, dev + test evaluation) of the vanilla
-# and perceiver configs with the fast flags, each timed end to end, compiles included.
+# and perceiver configs with the defaults (the fast engine), each timed end to end, compiles included.
 #   device run: carry [".whl", ".a5data"], command "bash benchmarks/gpu/run_a5.sh", timeout_s 600
 # Environment: CONFIGS (default "vanilla perceiver"), LIMIT (seconds a run, default 270),
 # EXTRA (more flags, e.g. a rehearsal on CPU with fewer epochs), OUT (where logs and results go).
@@ -18,7 +18,7 @@ python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__versi
 for cfg in ${CONFIGS:-vanilla perceiver}; do
   start=$(date +%s.%N)
   timeout "${LIMIT:-270}" python3 main.py --config="configs/$cfg.py" --config.data.dir=.a5data \
-    --config.device_epochs=True --config.model.dropout_rng=hash --config.compile_cache= \
+    --config.compile_cache= \
     --workdir="/tmp/runs/$cfg" ${EXTRA:-} > "$OUT/$cfg.log" 2>&1
   rc=$?
   wall=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")

@@ -1,0 +1,114 @@
+"""A stage's records as one table of arrays: what the training engine (birthjax.device_epoch)
+builds every example from, on the device.
+
+One row a record, every array [N] or [N, T] (T = block_size):
+  ids    corrupt rows: the text to span-corrupt (PAD after `lens`); QA rows: the whole
+         sequence `question MASK answer MASK PAD...` (examples.qa_example)
+  lens   corrupt rows: the ids available, the truncation's upper bound; QA rows: the
+         sequence's length
+  keep   corrupt rows: leading ids (the name) the masked span avoids when it can; QA rows:
+         the question's length (its targets before the question's last character are PAD)
+  trunc  corrupt rows: draw the reference's random truncation; else the whole row is used
+  qa     a QA row (built without randomness)
+  shift  the example starts 0..shift positions late
+and, for the whole table, `fill` [F, T] / `fill_lens` [F]: the tails of the documents whose
+last ids fill a shift (F = 0: PAD fills it).
+
+The faithful recipe's pretraining table is the wiki.txt documents (cut to 7/8 block_size,
+the most the truncation keeps), its finetuning table the train questions. The augmented
+recipe's (`pretrain.augment`, birthjax.augment) is built on the host, once, or once an
+epoch when it has crops (a crop starts at a random word, drawn from (seed, epoch)).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from birthjax import augment, examples
+from birthjax.vocab import PAD
+
+FIELDS = ("ids", "lens", "keep", "trunc", "qa", "shift")
+
+
+def table(rows, block_size: int, fillers=()) -> dict:
+  """The arrays of rows (ids, lens, keep, trunc, qa, shift) and of the fillers' tails."""
+  n, t = len(rows), block_size
+  out = {"ids": np.full((n, t), PAD, np.int32), "lens": np.zeros(n, np.int32),
+         "keep": np.zeros(n, np.int32), "trunc": np.zeros(n, bool), "qa": np.zeros(n, bool),
+         "shift": np.zeros(n, np.int32)}
+  for i, (ids, lens, keep, trunc, qa, shift) in enumerate(rows):
+    if len(ids) > t or (not qa and lens + 2 + shift > t):
+      raise ValueError(f"record of {len(ids)} ids (shift {shift}) does not fit block_size {t} "
+                       "with its two MASKs")
+    out["ids"][i, :len(ids)] = ids
+    out["lens"][i], out["keep"][i], out["trunc"][i] = lens, keep, trunc
+    out["qa"][i], out["shift"][i] = qa, shift
+  out["fill"] = np.full((len(fillers), t), PAD, np.int32)
+  out["fill_lens"] = np.zeros(len(fillers), np.int32)
+  for i, doc in enumerate(fillers):
+    tail = doc[-t:] if len(doc) else doc
+    out["fill"][i, :len(tail)] = tail
+    out["fill_lens"][i] = len(tail)
+  return out
+
+
+def _document(doc, block_size: int, shift: int = 0, keep: int = 0):
+  """A row of the faithful truncation: at most 7/8 block_size ids (and room for the shift)."""
+  cap = min(examples.truncation_range(block_size)[1], block_size - shift - 2)
+  ids = np.asarray(doc[:cap], np.int32)
+  return ids, len(ids), keep, True, False, shift
+
+
+def _window(ids, keep: int, shift: int):
+  """A row span-corrupted whole (no truncation)."""
+  return np.asarray(ids, np.int32), len(ids), keep, False, False, shift
+
+
+def _qa(question, answer, block_size: int):
+  x, y = examples.qa_example(question, answer, block_size)
+  return np.concatenate([x, y[-1:]]), len(question) + len(answer) + 2, len(question), False, True, 0
+
+
+def pretrain(documents, block_size: int) -> dict:
+  """The faithful recipe: one row a wiki.txt document."""
+  return table([_document(d, block_size) for d in documents], block_size)
+
+
+def finetune(pairs, block_size: int) -> dict:
+  """The QA examples of the finetuning pairs."""
+  return table([_qa(q, a, block_size) for q, a in pairs], block_size)
+
+
+def augmented(documents, finetune_pairs, vocab, aug, block_size: int, seed: int, epoch: int):
+  """The augmented recipe's table of one epoch (birthjax.augment.pretrain_records)."""
+  shift = aug.get("shift", 0)
+  rng = np.random.default_rng([seed, epoch])  # the crops' word starts
+  rows = []
+  for record in augment.pretrain_records(documents, finetune_pairs, vocab, aug, block_size):
+    if record[0] == augment.QA:
+      rows.append(_qa(record[1], record[2], block_size))
+    elif record[0] == augment.CROP:
+      _, doc, name_len, starts = record
+      w = augment.crop(doc, name_len, starts, rng, block_size - shift - 2)
+      rows.append(_window(w, min(name_len, len(w)), shift))
+    elif aug.whole:
+      rows.append(_window(record[1], record[2], shift))
+    else:
+      rows.append(_document(record[1], block_size, shift, record[2]))
+  fillers = documents if aug.get("shift_text") else ()
+  return table(rows, block_size, fillers)
+
+
+def stage_tables(stage: str, config, data):
+  """(table_of(epoch), changes every epoch?) of a stage's records."""
+  block, aug = config.model.block_size, config.pretrain.get("augment")
+  if stage == "finetune":
+    t = finetune(data.finetune, block)
+  elif not augment.enabled(aug):
+    t = pretrain(data.documents, block)
+  else:
+    make = lambda e: augmented(data.documents, data.finetune, data.vocab, aug, block,
+                               config.seed, e)
+    if aug.get("crops", 0):
+      return make, True
+    t = make(0)
+  return (lambda e: t), False
