@@ -10,7 +10,7 @@
 
 Bad input is a UserError naming the file (and line): a missing file or a folder in its
 place, unreadable or non-UTF-8 bytes, an empty file, a TSV line with the wrong number of
-tabs, PAD/MASK characters in wiki.txt. A UTF-8 BOM and CRLF line endings are accepted.
+tabs or an empty answer, PAD/MASK characters in wiki.txt. A UTF-8 BOM and CRLF line endings are accepted.
 """
 from __future__ import annotations
 
@@ -95,6 +95,9 @@ def read_finetune(data_dir: str, name: str = TRAIN) -> list[tuple[str, str]]:
     if len(parts) != 2:
       raise UserError(f"line {n} has {len(parts) - 1} tabs, expected exactly one "
                       "(question<TAB>answer)", f"{path}:{n}", "fix or remove that line")
+    if not parts[1].strip():
+      raise UserError(f"line {n} has an empty answer", f"{path}:{n}",
+                      "give the line its answer after the tab, or remove that line")
     pairs.append((parts[0], parts[1]))
   if not pairs:
     raise UserError(f"the finetuning file {name} is empty", path,
@@ -119,6 +122,9 @@ def read_eval(data_dir: str, name: str) -> tuple[list[str], list[str] | None]:
     if has_answers != (len(parts) > 1):
       raise UserError(f"line {n} {'lacks' if has_answers else 'has'} an answer column, unlike line 1",
                       f"{path}:{n}", "give every line `question<TAB>answer`, or none an answer")
+    if has_answers and not parts[1].strip():
+      raise UserError(f"line {n} has an empty answer", f"{path}:{n}",
+                      "give the line its answer after the tab, or remove that line")
     questions.append(parts[0])
     if has_answers:
       answers.append(parts[1].strip())
