@@ -81,11 +81,15 @@ def main(argv):
     config.model  # the config file loads lazily: fail here, as a flag error
   except Exception as e:
     flag_error(e)
+  from birthjax.preempt import Preempted
   try:
     run.run(config, flags.FLAGS.workdir or default_workdir())
   except UserError as e:
     print(e.line(), file=sys.stderr)
     sys.exit(1)
+  except Preempted as e:  # SIGTERM / SIGINT: saved, resumable
+    print(e.line, flush=True)
+    sys.exit(e.code)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from birthjax import checkpoint, compile_cache, decode, device_epoch, evaluate, fastrng
-from birthjax import input_pipeline, metrics, model, records, sharding, train
+from birthjax import input_pipeline, metrics, model, preempt, records, sharding, train
 from birthjax.errors import UserError
 
 STAGES = ("pretrain", "finetune", "evaluate")
@@ -148,8 +148,10 @@ def stage_program(stage, config, data, mesh) -> StageProgram:
   return StageProgram(epoch_fn, plan, table_of, per_epoch, opt, data_key, seed, pack)
 
 
-def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
-  """Run (or resume) one training stage, epoch by epoch; returns its final parameters."""
+def train_stage(stage, config, workdir, data, mesh, init_params, init_source, watch=None):
+  """Run (or resume) one training stage, epoch by epoch; returns its final parameters.
+  `watch` (preempt.Watch): a signal it recorded stops the stage after the epoch in flight."""
+  watch = watch or preempt.Watch()
   c = config[stage]
   epochs = c.epochs if stage == "pretrain" or init_source != "scratch" else c.epochs_from_scratch
   prog = stage_program(stage, config, data, mesh)
@@ -199,8 +201,12 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source):
       report({k: v[i] for k, v in ms.items()}, epoch * spe + i + 1, dt)
     bar.update(spe)
     step = (epoch + 1) * spe
-    if step // every > (step - spe) // every or step == total:
+    stop = watch.agreed()  # SIGTERM / SIGINT since the run started: save this epoch and stop
+    if stop or step // every > (step - spe) // every or step == total:
       ckpts.save(state, {"epoch": epoch + 1}, meta)
+    if stop:
+      bar.close(), writer.close(), ckpts.close()
+      raise preempt.Preempted(stop, stage, step, ckpts.directory)
   if ckpts.latest_step() is None or ckpts.latest_step() < total:
     ckpts.save(state, {"epoch": epochs}, meta)  # a 0-step stage still leaves its checkpoint
   bar.close(), writer.close(), ckpts.close()
@@ -295,11 +301,12 @@ def run(config, workdir: str):
     raise UserError(f"the data's vocabulary has {len(data.vocab)} characters, more than "
                     f"model.vocab_size={config.model.vocab_size}", data.data_dir,
                     f"set --config.model.vocab_size={len(data.vocab)} or more")
-  for stage in stages:
-    if stage in ("pretrain", "finetune"):
-      start = current if current is not None else params
-      current = train_stage(stage, config, workdir, data, mesh, start, source)
-      source = stage
-    else:
-      return evaluate_stage(config, workdir, data, mesh, current)
+  with preempt.Watch() as watch:  # from here a SIGTERM / SIGINT stops training after an epoch
+    for stage in stages:
+      if stage in ("pretrain", "finetune"):
+        start = current if current is not None else params
+        current = train_stage(stage, config, workdir, data, mesh, start, source, watch)
+        source = stage
+      else:
+        return evaluate_stage(config, workdir, data, mesh, current)
   return None
