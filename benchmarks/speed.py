@@ -62,9 +62,9 @@ def step_flops(config, prog, mesh):
 
 
 def time_stage(config, stage, data, mesh, epochs, between=None):
-  """{'step_s', 'epoch_s', 'steps', 'gflops', 'first_epoch_s', 'batches'}: the stage's
-  compiled epochs as run.train_stage runs them; batches: the first epoch's (x, y) unpacked,
-  for the torch model."""
+  """{'step_s', 'epoch_s', 'steps', 'gflops', 'first_epoch_s'}: the stage's compiled epochs
+  as run.train_stage runs them; between(batches) runs before each timed epoch, given the
+  first epoch's (x, y) unpacked (for the torch model)."""
   prog = run.stage_program(stage, config, data, mesh)
   cfg = run.model_config(config, deterministic=False)
   state = jax.device_put(train.init_state(model.init_params(cfg, jax.random.key(0)),
@@ -73,21 +73,21 @@ def time_stage(config, stage, data, mesh, epochs, between=None):
   seed_key = jax.random.key(prog.seed)
   (state, m), first = timed(lambda: jax.block_until_ready(
       prog.epoch_fn(state, arrays, prog.data_key, seed_key, 0)))
+  key = device_epoch.keys(prog.data_key, 0)[1]
+  batches = [tuple(np.asarray(a) for a in device_epoch.make_batch(prog.plan, arrays, key, idx)[:2])
+             for idx in device_epoch.epoch_indices(prog.plan, prog.data_key, 0)]
   ts, rows = [], []
   for e in range(1, epochs + 1):
     if between:
-      between()
+      between(batches)
     (state, m), dt = timed(lambda: jax.block_until_ready(
         prog.epoch_fn(state, arrays, prog.data_key, seed_key, e)))
     ts.append(dt)
     rows.append(np.asarray(m["rows"]))
   flops, at_rows = step_flops(config, prog, mesh)
   epoch_s, spe = statistics.median(ts), prog.plan.steps_per_epoch
-  key = device_epoch.keys(prog.data_key, 0)[1]
-  batches = [tuple(np.asarray(a) for a in device_epoch.make_batch(prog.plan, arrays, key, idx)[:2])
-             for idx in device_epoch.epoch_indices(prog.plan, prog.data_key, 0)]
   return {"step_s": epoch_s / spe, "epoch_s": epoch_s, "steps": spe, "first_epoch_s": first,
-          "gflops": flops * float(np.mean(rows)) / at_rows * spe / epoch_s / 1e9, "batches": batches}
+          "gflops": flops * float(np.mean(rows)) / at_rows * spe / epoch_s / 1e9}
 
 
 def torch_model(config):
@@ -153,13 +153,11 @@ def main():
         "| torch step s | torch / birthjax |")
   print("|---|---|---|---|---|---|---|---|")
   for stage, bs in (("pretrain", 128), ("finetune", 256)):
-    tt, host = [], []
+    tt = []
 
-    def between():  # torch steps on the same examples (unpacked) alternate with the epochs
-      for xy in host[len(tt):len(tt) + 3]:
+    def between(batches):  # torch steps on the same examples (unpacked) alternate with epochs
+      for xy in batches[len(tt):len(tt) + 3]:
         tt.append(timed(lambda: tstep(xy))[1])
-    if a.vs_torch:  # the first epoch's batches, built as the engine builds them
-      host = time_stage(config, stage, data, mesh, 0)["batches"]
     r = time_stage(config, stage, data, mesh, a.epochs, between if a.vs_torch else None)
     cells = [f"{stage} b{bs}", f"{r['step_s']:.3f}", f"{bs / r['step_s']:.1f}", f"{r['gflops']:.1f}",
              f"{r['gflops'] * 1e9 / peak:.2f}", f"{r['epoch_s']:.1f} ({r['first_epoch_s']:.1f})"]

@@ -3,6 +3,10 @@
 Vanilla and (later) Perceiver variants differ only in where q, k, v come from and which
 mask is passed. Scores of masked pairs are set to -1e10 before the softmax (the A5
 reference's masked_fill), computed in float32.
+
+With bfloat16 q, k, v (ModelConfig.dtype='bfloat16') the scores q k^T come out of the
+matmul in float32 (preferred_element_type; no bfloat16 rounding before the softmax), the
+softmax is float32, its weights are cast to v's dtype for the weights @ v matmul.
 """
 from __future__ import annotations
 
@@ -18,20 +22,24 @@ def causal_mask(t: int) -> jax.Array:
   return jnp.tril(jnp.ones((t, t), bool))
 
 
-def _einsum(spec: str, a, b):
-  """jnp.einsum(spec, a, b); a `b` of batch 1 (a shared cache part) serves every row of `a`,
-  read once instead of broadcast."""
+def _einsum(spec: str, a, b, out_dtype=None):
+  """jnp.einsum(spec, a, b) (its result in out_dtype, default the inputs'); a `b` of batch 1
+  (a shared cache part) serves every row of `a`, read once instead of broadcast."""
   if b.shape[0] == 1 < a.shape[0]:
     lhs, rhs = spec.split(",")
     rhs, out = rhs.split("->")
-    return jnp.einsum(f"{lhs},{rhs[1:]}->{out}", a, b[0])
+    spec, b = f"{lhs},{rhs[1:]}->{out}", b[0]
+  if out_dtype is not None and jnp.dtype(out_dtype) != a.dtype:
+    # XLA:CPU has no bf16 x bf16 -> f32 dot inside loops (DotThunk): widen the inputs
+    # instead, the same result (bf16 values are exact in f32, the sum in f32 either way)
+    a, b = a.astype(out_dtype), b.astype(out_dtype)
   return jnp.einsum(spec, a, b)
 
 
 def _scores(q_BxHxQxD, k_BxHxKxD, mask_QxK):
   """float32 q k^T / sqrt(D), NEG_INF where the mask is False. Keys of batch 1 are shared
   by every row (read once)."""
-  att_BxHxQxK = _einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD).astype(jnp.float32)
+  att_BxHxQxK = _einsum("bhqd,bhkd->bhqk", q_BxHxQxD, k_BxHxKxD, jnp.float32)
   att_BxHxQxK = att_BxHxQxK * (1.0 / jnp.sqrt(q_BxHxQxD.shape[-1]))
   return jnp.where(mask_QxK, att_BxHxQxK, NEG_INF)
 
@@ -50,9 +58,11 @@ def attend(q_BxHxQxD, k_BxHxKxD, v_BxHxKxD, mask_QxK, *, dropout_rate: float = 0
 def attend_parts(q_BxHxQxD, parts):
   """`attend` (no dropout) over keys/values given as parts [(k, v, mask), ...] along the key
   axis, without concatenating them: one softmax over all parts' scores (decoding caches).
-  A part of batch 1 is shared by every row."""
+  A part of batch 1 is shared by every row. The parts' weights @ v are summed in float32
+  (one rounding to v's dtype at the end, as attend's single matmul)."""
   scores = [_scores(q_BxHxQxD, k, m) for k, _, m in parts]
   att = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
   cuts = [int(x) for x in np.cumsum([s.shape[-1] for s in scores])[:-1]]
-  return sum(_einsum("bhqk,bhkd->bhqd", a.astype(v.dtype), v)
-             for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))
+  out = sum(_einsum("bhqk,bhkd->bhqd", a.astype(v.dtype), v, jnp.float32)
+            for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))
+  return out.astype(parts[0][1].dtype)

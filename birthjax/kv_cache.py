@@ -23,19 +23,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from birthjax import attention, loss, model, sharding
-from birthjax.layers import MLP, Dense, LayerNorm, ModelConfig
+from birthjax.layers import MLP, Dense, LayerNorm, ModelConfig, compute_dtype
 
 
 def round_up(x: int, q: int) -> int:
   return -(-x // q) * q
 
 
-def _dense(p, x):
-  return Dense(p["kernel"].shape[-1], None, use_bias="bias" in p).apply({"params": p}, x)
+def _dense(c: ModelConfig, p, x):
+  return Dense(p["kernel"].shape[-1], None, use_bias="bias" in p,
+               dtype=compute_dtype(c)).apply({"params": p}, x)
 
 
-def _layer_norm(p, x):
-  return LayerNorm(None).apply({"params": p}, x)
+def _layer_norm(c: ModelConfig, p, x):
+  return LayerNorm(None, compute_dtype(c)).apply({"params": p}, x)
 
 
 def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks, keep=None):
@@ -59,8 +60,8 @@ def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks, keep=None)
   new = [list(g) for g in caches]
   for i in range(c.n_layer):
     pb = params[f"blocks_{i}"]
-    h = _layer_norm(pb["ln1"], flat)
-    k, v = (jnp.split(_dense(pb["attn"][n], h), cuts) for n in ("key", "value"))
+    h = _layer_norm(c, pb["ln1"], flat)
+    k, v = (jnp.split(_dense(c, pb["attn"][n], h), cuts) for n in ("key", "value"))
     if keep is not None and i == c.n_layer - 1:  # queries (and all after) at the kept positions
       starts = [0] + cuts
       idx = jnp.concatenate([s0 + jnp.arange(r) * n + kp for s0, (r, n), kp in zip(starts, shapes, keep)])
@@ -71,7 +72,7 @@ def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks, keep=None)
       queries = [(r, 1) for r, _ in shapes]
     else:
       queries = shapes
-    q = jnp.split(_dense(pb["attn"]["query"], h), np.cumsum([r * n for r, n in queries])[:-1].tolist())
+    q = jnp.split(_dense(c, pb["attn"]["query"], h), np.cumsum([r * n for r, n in queries])[:-1].tolist())
     ys = []
     for g, ((r, n), (_, nq)) in enumerate(zip(shapes, queries)):
       parts = list(new[g][i])
@@ -82,8 +83,8 @@ def _cached_blocks(params, c: ModelConfig, xs, caches, writes, masks, keep=None)
       new[g][i] = tuple(parts)
       y = attention.attend_parts(heads(q[g], r, nq), [(kc, vc, m) for (kc, vc), m in zip(parts, masks[g])])
       ys.append(y.transpose(0, 2, 1, 3).reshape(r * nq, c.n_embd))
-    flat = flat + _dense(pb["attn"]["proj"], jnp.concatenate(ys))
-    flat = flat + MLP(c).apply({"params": pb["mlp"]}, _layer_norm(pb["ln2"], flat))
+    flat = flat + _dense(c, pb["attn"]["proj"], jnp.concatenate(ys))
+    flat = flat + MLP(c).apply({"params": pb["mlp"]}, _layer_norm(c, pb["ln2"], flat))
   cuts = np.cumsum([r * n for r, n in queries])[:-1].tolist()
   out = [f.reshape(r, n, c.n_embd) for f, (r, n) in zip(jnp.split(flat, cuts), queries)]
   return out, tuple(tuple(g) for g in new)
@@ -136,7 +137,7 @@ def decode_cached(params, prefix, suffixes, lens, *, model_cfg, steps, prefix_le
   """
   c = model_cfg
   dh = c.n_embd // c.n_head
-  dtype = params["blocks_0"]["attn"]["key"]["kernel"].dtype
+  dtype = compute_dtype(c)  # the cache holds keys/values as the model computes them
   groups = range(len(suffixes))
   zeros = lambda r, s: jnp.zeros((r, c.n_head, s, dh), dtype)
   shared = [()] * c.n_layer  # per layer: the prefix's (k, v) part, [1, H, P, Dh], or nothing

@@ -3,16 +3,30 @@ multi-head attention (self or cross, any mask), the MLP and the pre-LN block.
 
 All attention goes through `attention.attend`; variants differ only in where queries,
 keys and values come from and which mask is passed.
+
+Mixed precision (`ModelConfig.dtype`, flax's dtype/param_dtype convention): with 'bfloat16'
+the Dense matmuls and the activations between them (residual stream from the embeddings
+on, q/k/v, attention and MLP outputs) are bfloat16; parameters (param_dtype), hence
+gradients, optimizer state and checkpoints, stay float32, and so are computed: the token +
+position sum (cast once), LayerNorm (flax: float32 statistics, result cast to `dtype`),
+GELU (cast up and down), Dense biases (added to the matmul's result in float32, see
+_MixedDense), attention scores and softmax (birthjax.attention), the logits (the head's
+matmul accumulates into float32: bf16 logits would tie) and the loss. 'float32' is the
+reference's arithmetic, unchanged (the same compiled programs).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from birthjax import attention
 
 init_normal = nn.initializers.normal(stddev=0.02)
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +41,60 @@ class ModelConfig:
   dropout_rng: str = "threefry"  # 'threefry' | 'hash' (birthjax.fastrng): how dropout bits are drawn
   bottleneck_dim: int = 64  # m: latents of the perceiver variants
   deterministic: bool = True  # False while training (dropout on)
+  dtype: str = "float32"  # 'float32' | 'bfloat16': compute dtype (parameters stay float32)
+
+  def __post_init__(self):
+    if self.dtype not in DTYPES:
+      raise ValueError(f"model dtype {self.dtype!r}: expected one of {DTYPES}")
 
 
-def Dense(features, name, use_bias=True):
-  return nn.Dense(features, use_bias=use_bias, kernel_init=init_normal, name=name)
+def compute_dtype(cfg: ModelConfig):
+  """The dtype of matmuls and activations."""
+  return jnp.dtype(cfg.dtype)
 
 
-def LayerNorm(name):
-  return nn.LayerNorm(epsilon=1e-5, name=name)  # torch's eps; flax defaults to 1e-6
+def _keep_bias(inputs, kernel, bias, dtype):
+  return inputs.astype(dtype), kernel.astype(dtype), bias
+
+
+class _MixedDense(nn.Dense):
+  """nn.Dense in a low-precision `dtype`: inputs and kernel cast to it for the matmul, the
+  float32 bias added in float32 and the sum cast to `out_dtype` (default `dtype`). A bias
+  added in bf16 makes its gradient, a sum over every row, a bf16 reduction, which XLA:CPU
+  runs as 32x32 reduce-windows rounded to bf16 after every add: ~10% of the A5 bf16 step's
+  op time (profiled; benchmarks/bf16.py 'bias_bf16'), and 8192 rows summed in bf16."""
+  out_dtype: object = None
+
+  @nn.compact
+  def __call__(self, inputs):
+    return super().__call__(inputs).astype(self.out_dtype or self.dtype)
+
+
+def Dense(features, name, use_bias=True, dtype=jnp.float32, out_dtype=None):
+  """nn.Dense computing in `dtype` (float32: the plain flax layer, out_dtype moot); with
+  out_dtype the matmul accumulates into and returns that dtype (the head: float32 logits,
+  not bf16 ones, which tie)."""
+  if jnp.dtype(dtype) == jnp.float32:
+    return nn.Dense(features, use_bias=use_bias, kernel_init=init_normal, name=name)
+  # the f32 dot of bf16 inputs widened first: XLA:CPU has no bf16 x bf16 -> f32 DotThunk
+  dot = None if out_dtype is None else (
+      lambda x, k, *a, **kw: jax.lax.dot_general(x.astype(out_dtype), k.astype(out_dtype), *a, **kw))
+  return _MixedDense(features, use_bias=use_bias, kernel_init=init_normal, dtype=dtype,
+                     param_dtype=jnp.float32, promote_dtype=_keep_bias, dot_general=dot,
+                     out_dtype=out_dtype, name=name)
+
+
+def LayerNorm(name, dtype=jnp.float32):
+  """Statistics and normalization in float32 whatever the input; the result in `dtype`."""
+  return nn.LayerNorm(epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+                      name=name)  # torch's eps; flax defaults to 1e-6
+
+
+def gelu(x):
+  """torch's exact (erf) GELU, computed in float32 whatever x's dtype, the result in x's.
+  (bf16 GELU: XLA rounds each step of its erf to bf16, ~110 more converts in the A5 step;
+  benchmarks/bf16.py measured float32 GELU 0-7% faster.)"""
+  return nn.gelu(x.astype(jnp.float32), approximate=False).astype(x.dtype)
 
 
 def Dropout(cfg: ModelConfig):
@@ -50,17 +110,17 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxQxD, x_BxKxD, mask_QxK):
-    c = self.cfg
+    c, dt = self.cfg, compute_dtype(self.cfg)
     split = lambda t: t.reshape(t.shape[0], t.shape[1], c.n_head, -1).transpose(0, 2, 1, 3)
-    q = split(Dense(c.n_embd, "query")(x_BxQxD))
-    k = split(Dense(c.n_embd, "key")(x_BxKxD))
-    v = split(Dense(c.n_embd, "value")(x_BxKxD))
+    q = split(Dense(c.n_embd, "query", dtype=dt)(x_BxQxD))
+    k = split(Dense(c.n_embd, "key", dtype=dt)(x_BxKxD))
+    v = split(Dense(c.n_embd, "value", dtype=dt)(x_BxKxD))
     rng = None if c.deterministic or c.dropout == 0 else self.make_rng("dropout")
     y = attention.attend(q, k, v, mask_QxK, dropout_rate=c.dropout, dropout_rng=rng,
                          deterministic=c.deterministic)
     b, q_len = y.shape[0], y.shape[2]
     y = y.transpose(0, 2, 1, 3).reshape(b, q_len, c.n_embd)
-    return Dropout(c)(Dense(c.n_embd, "proj")(y))
+    return Dropout(c)(Dense(c.n_embd, "proj", dtype=dt)(y))
 
 
 class MLP(nn.Module):
@@ -68,9 +128,9 @@ class MLP(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD):
-    c = self.cfg
-    h = nn.gelu(Dense(4 * c.n_embd, "fc")(x_BxTxD), approximate=False)  # torch's exact GELU
-    return Dropout(c)(Dense(c.n_embd, "proj")(h))
+    c, dt = self.cfg, compute_dtype(self.cfg)
+    h = gelu(Dense(4 * c.n_embd, "fc", dtype=dt)(x_BxTxD))
+    return Dropout(c)(Dense(c.n_embd, "proj", dtype=dt)(h))
 
 
 class Block(nn.Module):
@@ -83,9 +143,10 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxQxD, mask_QxK, x_BxKxD=None):
-    ln1 = LayerNorm("ln1")
+    dt = compute_dtype(self.cfg)
+    ln1 = LayerNorm("ln1", dt)
     h_q = ln1(x_BxQxD)
     h_kv = h_q if x_BxKxD is None else ln1(x_BxKxD)
     x_BxQxD = x_BxQxD + Attention(self.cfg, name="attn")(h_q, h_kv, mask_QxK)
-    x_BxQxD = x_BxQxD + MLP(self.cfg, name="mlp")(LayerNorm("ln2")(x_BxQxD))
+    x_BxQxD = x_BxQxD + MLP(self.cfg, name="mlp")(LayerNorm("ln2", dt)(x_BxQxD))
     return x_BxQxD

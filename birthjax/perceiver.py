@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from birthjax import attention
-from birthjax.layers import MLP, Attention, Block, LayerNorm, ModelConfig
+from birthjax.layers import MLP, Attention, Block, LayerNorm, ModelConfig, compute_dtype
 from birthjax.model import embed, head
 from birthjax.vocab import PAD
 
@@ -68,10 +68,12 @@ class DownProjectBlock(nn.Module):
   def __call__(self, x_BxTxD):
     c, (b, t, d) = self.cfg, x_BxTxD.shape
     m = c.bottleneck_dim
-    C_1xMxD = self.param("C", torch_xavier_uniform, (1, m, d))
-    q_BxMxD = jnp.broadcast_to(LayerNorm("ln1")(C_1xMxD), (b, m, d))
-    lat_BxMxD = C_1xMxD + Attention(c, name="attn")(q_BxMxD, x_BxTxD, down_mask(m, t))
-    return lat_BxMxD + MLP(c, name="mlp")(LayerNorm("ln2")(lat_BxMxD))
+    dt = compute_dtype(c)
+    C_1xMxD = self.param("C", torch_xavier_uniform, (1, m, d))  # float32, as every parameter
+    q_BxMxD = jnp.broadcast_to(LayerNorm("ln1", dt)(C_1xMxD), (b, m, d))
+    attn_BxMxD = Attention(c, name="attn")(q_BxMxD, x_BxTxD, down_mask(m, t))
+    lat_BxMxD = C_1xMxD.astype(dt) + attn_BxMxD  # the latents' residual stream: compute dtype
+    return lat_BxMxD + MLP(c, name="mlp")(LayerNorm("ln2", dt)(lat_BxMxD))
 
 
 class UpProjectBlock(nn.Module):
@@ -80,9 +82,10 @@ class UpProjectBlock(nn.Module):
   @nn.compact
   def __call__(self, lat_BxMxD, x_BxTxD):
     c, t, m = self.cfg, x_BxTxD.shape[1], lat_BxMxD.shape[1]
-    kv_BxMxD = LayerNorm("ln1")(lat_BxMxD)
+    dt = compute_dtype(c)
+    kv_BxMxD = LayerNorm("ln1", dt)(lat_BxMxD)
     x_BxTxD = x_BxTxD + Attention(c, name="attn")(x_BxTxD, kv_BxMxD, up_mask(t, m))
-    return x_BxTxD + MLP(c, name="mlp")(LayerNorm("ln2")(x_BxTxD))
+    return x_BxTxD + MLP(c, name="mlp")(LayerNorm("ln2", dt)(x_BxTxD))
 
 
 class Perceiver(nn.Module):

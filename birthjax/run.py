@@ -56,6 +56,8 @@ def validate(config):
       (m.get("dropout_rng", "threefry") in fastrng.IMPLS, "model.dropout_rng",
        f"unknown model.dropout_rng {m.get('dropout_rng')!r}",
        "use 'threefry' (JAX's default, A5-faithful) or 'hash' (cheaper dropout masks)"),
+      (m.get("dtype", "float32") in ("float32", "bfloat16"), "model.dtype",
+       f"unknown model.dtype {m.get('dtype')!r}", "use 'float32' (default) or 'bfloat16'"),
       (not perceiver or m.bottleneck_dim >= 1, "model.bottleneck_dim", None, "use an integer >= 1"),
       (not perceiver or m.bottleneck_dim <= m.block_size, "model.bottleneck_dim",
        f"model.bottleneck_dim={m.bottleneck_dim} is larger than model.block_size={m.block_size}",
@@ -107,7 +109,7 @@ def model_config(config, deterministic=True) -> model.ModelConfig:
   return model.ModelConfig(vocab_size=m.vocab_size, variant=m.variant, n_layer=m.n_layer,
                            n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
                            dropout=m.dropout, dropout_rng=m.get("dropout_rng", "threefry"),
-                           bottleneck_dim=m.bottleneck_dim,
+                           bottleneck_dim=m.bottleneck_dim, dtype=m.get("dtype", "float32"),
                            deterministic=deterministic)
 
 

@@ -50,6 +50,7 @@ def get_config(preset=None):
       n_layer=4, n_head=8, n_embd=256, block_size=128, dropout=0.1,
       dropout_rng="hash",  # dropout bits from a cheap keyed hash (birthjax/fastrng.py); 'threefry': JAX's default
       bottleneck_dim=64,  # m, latents of the perceiver variants (the reference's run.py: 32)
+      dtype="float32",  # 'bfloat16': matmuls and activations in bf16; params, LN, softmax, loss in f32
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128
   c.pretrain = stage(650, 128, 6e-3, final_tokens)
