@@ -16,9 +16,8 @@ sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 
-from birthjax import checkpoint, decode, input_pipeline, model, run  # noqa: E402
+from birthjax import checkpoint, curve, input_pipeline, model, run  # noqa: E402
 
 
 def main():
@@ -33,22 +32,10 @@ def main():
   cfg = run.model_config(config)
   like = model.init_params(cfg, jax.random.key(0))
   params, _ = checkpoint.restore_params(os.path.join(a.workdir, "checkpoints", a.stage), like)
-  docs = [data.vocab.decode(d) for d in data.documents]
-  questions, answers = data.eval_sets[a.split]
-  prompts, golds, missing = [], [], 0
-  for q, ans in zip(questions, answers):
-    name = q.removeprefix("Where was ").removesuffix(" born?")
-    line = next((d for d in docs if d.startswith(name + ".")), None)
-    if line is None or ans not in line:
-      missing += 1
-      continue
-    prompts.append(np.asarray(data.vocab.encode(line[:line.index(ans)]), np.int32))
-    golds.append(ans)
-  gen = decode.greedy_generate(params, cfg, prompts, steps=max(len(g) for g in golds))
-  hits = sum(data.vocab.decode(g).startswith(ans) for g, ans in zip(gen, golds))
-  print(f"{a.split}: answer in the person's own wiki line: {len(golds)} of {len(answers)}")
-  print(f"{a.stage} model completes it from the line's prefix: {hits} of {len(golds)} "
-        f"({100.0 * hits / max(1, len(golds)):.1f}%)")
+  r = curve.own_line_recall(params, cfg, data, a.split)
+  print(f"{a.split}: answer in the person's own wiki line: {r['prompts']} of {r['questions']}")
+  print(f"{a.stage} model completes it from the line's prefix: {r['hits']} of {r['prompts']} "
+        f"({100.0 * r['hits'] / max(1, r['prompts']):.1f}%)")
   results = os.path.join(a.workdir, "results.json")
   if os.path.isfile(results):
     with open(results) as f:

@@ -74,14 +74,22 @@ def tree_checksum(tree) -> str:
 
 class StageCheckpoints:
 
-  def __init__(self, directory: str, *, max_to_keep: int = 2):
+  def __init__(self, directory: str, *, max_to_keep: int = 2, keep_period: int = 0):
+    """Keeps the newest `max_to_keep` checkpoints and, with keep_period > 0, every one whose
+    step is a multiple of it (pretrain.keep_every: the points of a learning curve)."""
     self.directory = os.path.abspath(directory)
+    policies = [ocp.checkpoint_managers.LatestN(max_to_keep)] + (
+        [ocp.checkpoint_managers.EveryNSteps(keep_period)] if keep_period > 0 else [])
     handlers = dict(params=ocp.StandardCheckpointHandler(), train=ocp.StandardCheckpointHandler(),
                     data=ocp.JsonCheckpointHandler(), meta=ocp.JsonCheckpointHandler())
     self.manager = ocp.CheckpointManager(
         self.directory, item_handlers=handlers,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
+        options=ocp.CheckpointManagerOptions(
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+            create=True, enable_async_checkpointing=False))
+
+  def steps(self):
+    return sorted(self.manager.all_steps())
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -104,10 +112,15 @@ class StageCheckpoints:
         params=ocp.args.StandardSave(state["params"]), train=ocp.args.StandardSave(train),
         data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)), force=True)
 
-  def _restore_checked(self, like: dict, items=("params", "train", "data")):
+  def _restore_checked(self, like: dict, items=("params", "train", "data"), step=None):
     # like: {'params': tree} or {'params': tree, 'train': tree}
-    """(step, {item: restored} + meta) of the newest checkpoint whose arrays match its checksum."""
-    for step in sorted(self.manager.all_steps(), reverse=True):
+    """(step, {item: restored} + meta) of the newest checkpoint (or the one at `step`) whose
+    arrays match its checksum."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if step is not None and step not in steps:
+      raise UserError(f"no checkpoint of step {step} (it holds {sorted(steps)})", self.directory,
+                      "pick one of the steps it holds")
+    for step in steps if step is None else [step]:
       try:
         self._check_fit(step, like)
         args = {k: ocp.args.StandardRestore(_abstract(v)) for k, v in like.items()}
@@ -158,8 +171,9 @@ class StageCheckpoints:
     self.manager.close()
 
 
-def restore_params(directory: str, like_params):
-  """Parameters of the newest intact checkpoint of a stage folder (for `init_from`)."""
+def restore_params(directory: str, like_params, step=None):
+  """Parameters of the newest intact checkpoint of a stage folder (for `init_from`), or of the
+  one at `step`."""
   directory = os.path.abspath(directory)
   if not os.path.isdir(directory):
     raise UserError("checkpoint folder not found", directory,
@@ -169,7 +183,7 @@ def restore_params(directory: str, like_params):
     raise UserError("no checkpoint found", directory,
                     "point --config.init_from at a stage folder such as W/checkpoints/finetune")
   try:
-    _, r = ckpts._restore_checked({"params": like_params}, items=("params",))
+    _, r = ckpts._restore_checked({"params": like_params}, items=("params",), step=step)
   finally:
     ckpts.close()
   return r["params"], r["meta"]

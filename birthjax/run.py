@@ -96,6 +96,8 @@ def validate(config):
     checks += [(c.batch_size >= 1, f"{stage}.batch_size", None, "use an integer >= 1"),
                (c.learning_rate > 0, f"{stage}.learning_rate", None, "use a positive number"),
                (c.epochs >= 0, f"{stage}.epochs", None, "use an integer >= 0"),
+               (c.get("keep_every", 0) >= 0, f"{stage}.keep_every", None,
+                "use an integer >= 0 (epochs between kept checkpoints; 0: keep none)"),
                (c.decay_rule in ("a5", "clean"), f"{stage}.decay_rule",
                 f"unknown {stage}.decay_rule {c.decay_rule!r}", "use 'a5' or 'clean'")]
   for ok, field, what, fix in checks:
@@ -161,11 +163,15 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source, wa
   total = epochs * spe
   state = jax.device_put(train.init_state(init_params, train.make_tx(prog.opt)),
                          sharding.replicated(mesh))
+  keep = c.get("keep_every", 0)  # epochs: checkpoints kept for a learning curve (birthjax.curve)
+  settings = {k: v for k, v in c.to_dict().items() if k != "keep_every"}  # resumable with another
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
-          "init": init_source, "fingerprint": fingerprint(config.model.to_dict(), c.to_dict(),
+          "steps_per_epoch": spe, "init": init_source,
+          "fingerprint": fingerprint(config.model.to_dict(), settings,
                                                           config.seed, data.digest, init_source, prog.pack,
                                                           epochs)}
-  ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage))
+  ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage),
+                                      keep_period=keep * spe)
   if ckpts.latest_step() is not None:
     old = ckpts.latest_meta() or {}
     if old.get("fingerprint", meta["fingerprint"]) != meta["fingerprint"]:
@@ -204,7 +210,8 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source, wa
     bar.update(spe)
     step = (epoch + 1) * spe
     stop = watch.agreed()  # SIGTERM / SIGINT since the run started: save this epoch and stop
-    if stop or step // every > (step - spe) // every or step == total:
+    if (stop or step // every > (step - spe) // every or step == total
+        or (keep and (epoch + 1) % keep == 0)):
       ckpts.save(state, {"epoch": epoch + 1}, meta)
     if stop:
       bar.close(), writer.close(), ckpts.close()

@@ -54,6 +54,7 @@ def get_config(preset=None):
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128
   c.pretrain = stage(650, 128, 6e-3, final_tokens)
+  c.pretrain.keep_every = 0  # epochs: also keep every such checkpoint (learning curves); 0: off
   c.pretrain.augment = ml_collections.ConfigDict(dict(  # birthjax/augment.py; all off: faithful
       whole=False,  # windows covering the whole biography, no random truncation
       name_prefix=False,  # with whole: the person's name starts every later window

@@ -97,3 +97,27 @@ def test_a_checkpoint_of_another_model_is_an_error_and_left_untouched(tmp_path):
     checkpoint.restore_params(folder, wrong["params"])
   assert snapshot() == before
   assert checkpoint.restore_params(folder, state_of(16)["params"])[1]["model"]["n_embd"] == 16
+
+
+def test_keep_period_keeps_curve_points_beside_the_latest(tmp_path):
+  """pretrain.keep_every: saves at steps 1..7 with keep_period=2 keep the newest two (6, 7)
+  and every multiple of 2 (2, 4, 6); restore_params reads a chosen one, and says which exist."""
+  cfg = model.ModelConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=16)
+  tx = train.make_tx((("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0)))
+  base = train.init_state(model.init_params(cfg, jax.random.key(0)), tx)
+  folder = str(tmp_path / "ckpt")
+  c = checkpoint.StageCheckpoints(folder, keep_period=2)
+  for step in range(1, 8):
+    params = jax.tree.map(lambda x: x + step, base["params"])
+    c.save(dict(base, params=params, step=jnp.int32(step)), {"epoch": step}, {})
+  assert c.steps() == [2, 4, 6, 7]
+  c.close()
+  params, _ = checkpoint.restore_params(folder, base["params"], step=4)
+  np.testing.assert_array_equal(params["ln_f"]["scale"], base["params"]["ln_f"]["scale"] + 4)
+  with pytest.raises(checkpoint.UserError, match=r"no checkpoint of step 5 \(it holds \[2, 4, 6, 7\]\)"):
+    checkpoint.restore_params(folder, base["params"], step=5)
+  plain = checkpoint.StageCheckpoints(str(tmp_path / "plain"))
+  for step in range(1, 5):
+    plain.save(dict(base, step=jnp.int32(step)), {"epoch": step}, {})
+  assert plain.steps() == [3, 4]
+  plain.close()
