@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import time
 
@@ -93,8 +94,18 @@ def validate(config):
                 "also set --config.pretrain.augment.whole=True, or name_prefix=False")]
   for stage in ("pretrain", "finetune"):
     c = config[stage]
+    finite = lambda x, low: math.isfinite(x) and x >= low
     checks += [(c.batch_size >= 1, f"{stage}.batch_size", None, "use an integer >= 1"),
-               (c.learning_rate > 0, f"{stage}.learning_rate", None, "use a positive number"),
+               (finite(c.learning_rate, 0) and c.learning_rate > 0, f"{stage}.learning_rate",
+                None, "use a positive, finite number (e.g. 6e-4)"),
+               (finite(c.weight_decay, 0), f"{stage}.weight_decay", None,
+                "use a finite number >= 0 (0: no decay)"),
+               (finite(c.grad_clip, 0) and c.grad_clip > 0, f"{stage}.grad_clip", None,
+                "use a positive, finite number (the largest global gradient norm; A5: 1.0)"),
+               (finite(c.warmup_tokens, 0), f"{stage}.warmup_tokens", None,
+                "use a finite number >= 0 (tokens of linear warm-up)"),
+               (finite(c.final_tokens, 0) and c.final_tokens > 0, f"{stage}.final_tokens", None,
+                "use a positive, finite number (tokens at which the cosine reaches its floor)"),
                (c.epochs >= 0, f"{stage}.epochs", None, "use an integer >= 0"),
                (c.get("keep_every", 0) >= 0, f"{stage}.keep_every", None,
                 "use an integer >= 0 (epochs between kept checkpoints; 0: keep none)"),

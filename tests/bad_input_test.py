@@ -153,6 +153,31 @@ def _tree_snapshot(folder):
           for r, _, names in os.walk(folder) for n in names}
 
 
+def _params_file(n_embd=None):
+  """{w}.params beside the workdir: a reference state dict of the smoke model with `n_embd`
+  (torch.save, through the interop export), or with None a text file that is no state dict."""
+  def setup(d, w):
+    path = w + ".params"
+    if n_embd is None:
+      with open(path, "w") as f:
+        f.write("not a state dict\n")
+    else:
+      pytest.importorskip("torch")
+      from birthjax import interop
+      c = _config({"model.n_embd": n_embd})
+      params = model.init_params(run.model_config(c), jax.random.key(0))
+      interop.save_torch_file(params, run.model_config(c), path)
+    with open(w + ".ckpt.manifest", "w") as f:  # checked like a checkpoint folder: unchanged
+      json.dump({"": hashlib.sha256(open(path, "rb").read()).hexdigest()}, f)
+    return {"init_from": path}
+  return setup
+
+
+def _empty_folder(d, w):
+  os.mkdir(w + ".empty")
+  return {"init_from": w + ".empty"}
+
+
 def _file_as_cache(d, w):
   with open(w + ".cache", "w") as f:
     f.write("a file, not a folder\n")
@@ -264,6 +289,26 @@ CASES = [
           "bottleneck_dim=16) does not fit the model this config builds",
           "arrays only in the checkpoint", "only in the config's model (e.g. blocks_0/attn/key/bias)",
           "[{w}.ckpt/checkpoints/finetune/8]")),
+    Case("init_from_folder_without_checkpoint", "run", _empty_folder, {},
+         ("no checkpoint found", "[{w}.empty]", "--config.init_from")),
+    Case("init_from_params_of_another_shape", "run", _params_file(n_embd=48), {},
+         ("weight 'blocks.0.attn.key.bias' has shape [48] in the torch state dict, the model "
+          "needs [32]", "[{w}.params]", "n_embd=48, block_size=128", "--config.model.n_embd=48")),
+    Case("init_from_file_that_is_not_a_state_dict", "main", _params_file(), {},
+         ("cannot read the torch file", "[{w}.params]", "torch.save(model.state_dict(), FILE)")),
+    Case("infinite_learning_rate", "run", None, {"pretrain.learning_rate": float("inf")},
+         ("config value pretrain.learning_rate=inf is out of range",
+          "[--config.pretrain.learning_rate]", "finite")),
+    Case("nan_weight_decay", "main", None, {"finetune.weight_decay": "nan"},
+         ("config value finetune.weight_decay=nan is out of range",
+          "[--config.finetune.weight_decay]")),
+    Case("negative_grad_clip", "run", None, {"pretrain.grad_clip": -1.0},
+         ("config value pretrain.grad_clip=-1.0 is out of range", "[--config.pretrain.grad_clip]")),
+    Case("zero_final_tokens", "run", None, {"finetune.final_tokens": 0},
+         ("config value finetune.final_tokens=0 is out of range",
+          "[--config.finetune.final_tokens]")),
+    Case("block_too_short_for_the_questions", "run", None, {"model.block_size": 16},
+         ("more than block_size 16", "[{d}/birth_places_train.tsv:1]", "--config.model.block_size")),
     Case("evaluate_without_checkpoint", "run", None, {"stages": "evaluate"},
          ("nothing to evaluate: no finetune checkpoint in the workdir",
           "[{w}/checkpoints/finetune]")),
@@ -431,4 +476,6 @@ def test_bad_input(case, request, tmp_path, synthetic_dir, cache_dir, monkeypatc
   _check_line(line, case, d, w)
   _check_workdir(w)
   if os.path.exists(w + ".ckpt.manifest"):  # the checkpoint it was pointed at: byte-identical
-    assert _tree_snapshot(w + ".ckpt") == json.load(open(w + ".ckpt.manifest"))
+    got = ({"": hashlib.sha256(open(w + ".params", "rb").read()).hexdigest()}
+           if os.path.isfile(w + ".params") else _tree_snapshot(w + ".ckpt"))
+    assert got == json.load(open(w + ".ckpt.manifest"))
