@@ -1,6 +1,8 @@
 """Tests for birthjax.input_pipeline (and the TFDS builder it reads through); the examples and
 batches built from its records are tested in device_epoch_test.py and records tests."""
 import os
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 
 from birthjax import corpus, input_pipeline, synthetic, tfds_builders
 from birthjax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ---------------------------------------------------------------- load
 
@@ -186,3 +190,52 @@ def test_load_train_file_with_only_a_newline(synthetic_dir, cache_dir, tmp_path)
   with pytest.raises(UserError) as e:
     input_pipeline.load(_cfg(cache_dir, "a5", d), 128)
   assert e.value.where == f"{path}:1"
+
+
+def _cache_files(cache, suffix):
+  return [os.path.join(r, n) for r, _, names in os.walk(cache) for n in names if n.endswith(suffix)]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest"])
+def test_a_damaged_cache_is_rebuilt_with_one_warning(synthetic_dir, tmp_path, capsys, damage):
+  cache = str(tmp_path / "cache")
+  clean = tfds_builders.data_sources(synthetic_dir, cache)
+  capsys.readouterr()
+  if damage == "manifest":  # as a build that crashed before its manifest was written
+    os.remove(_cache_files(cache, tfds_builders.MANIFEST)[0])
+  else:
+    path = [p for p in _cache_files(cache, "-00000-of-00001") if "-train." in p][0]
+    with open(path, "rb") as f:
+      raw = f.read()
+    with open(path, "wb") as f:  # a crash or a full disk mid-write; or one bad byte
+      f.write(raw[:len(raw) // 2] if damage == "truncate" else
+              raw[:100] + bytes([raw[100] ^ 1]) + raw[101:])
+  again = tfds_builders.data_sources(synthetic_dir, cache)
+  out = capsys.readouterr().out
+  warnings = [l for l in out.splitlines() if l.startswith("warning:")]
+  assert len(warnings) == 1 and "is damaged" in warnings[0] and "rebuilding it" in warnings[0]
+  assert again == clean
+  assert tfds_builders.data_sources(synthetic_dir, cache) == clean
+  assert "warning" not in capsys.readouterr().out  # rebuilt once, trusted after
+  assert [n for n in os.listdir(cache) if n.startswith(".")] == []  # nothing left aside
+
+
+def test_two_runs_on_one_empty_cache_both_work(synthetic_dir, tmp_path):
+  """Each builds in a private folder and renames it into place; the second finds the first's."""
+  cache = str(tmp_path / "cache")
+  code = ("import json, sys; from birthjax import tfds_builders as t; "
+          "s = t.data_sources(sys.argv[1], sys.argv[2]); print(json.dumps(s['train'][:3]))")
+  procs = [subprocess.Popen([sys.executable, "-c", code, synthetic_dir, cache], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for _ in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  firsts = [o.strip().splitlines()[-1] for o, _ in outs]
+  assert firsts[0] == firsts[1] and "Where was" in firsts[0]
+  assert "warning" not in "".join(o + e for o, e in outs)
+  assert [n for n in os.listdir(cache) if n.startswith(".")] == []  # no private folder left
+  # the loser's path, made certain: a build finding the folder already published keeps it
+  folder = os.path.join(cache, tfds_builders.files_digest(synthetic_dir))
+  before = tfds_builders._manifest(folder)
+  tfds_builders._build(synthetic_dir, folder)
+  assert tfds_builders._manifest(folder) == before and tfds_builders._problem(folder) is None
