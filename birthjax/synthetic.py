@@ -64,13 +64,15 @@ def _city_counts(num_people):
     return counts
 
 
-def generate(seed=0, num_people=600, num_train=400, num_dev=100, num_test=100, phrasings=None):
+def generate(seed=0, num_people=600, num_train=400, num_dev=100, num_test=100, phrasings=None,
+             templates=None):
     """Returns {filename: exact file contents} for the four data files.
 
     phrasings: how many of TEMPLATES to use (default all); fewer is an easier world.
+    templates: other biography templates (same fields), instead of TEMPLATES.
     """
     assert num_train + num_dev + num_test <= num_people <= len(FIRST_NAMES) * len(SURNAMES)
-    templates = TEMPLATES[:phrasings or len(TEMPLATES)]
+    templates = templates or TEMPLATES[:phrasings or len(TEMPLATES)]
     assert templates, "phrasings must be at least 1"
     rng = random.Random(seed)
     ids = rng.sample(range(len(FIRST_NAMES) * len(SURNAMES)), num_people)

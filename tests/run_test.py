@@ -206,3 +206,39 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(cache_dir, tmp_pat
 
 def test_tensorflow_is_never_imported(full_run):
   assert "tensorflow" not in sys.modules  # TFDS and tensorboardX both ran without it
+
+
+def test_ask_answers_as_evaluation_did(full_run):
+  """birthjax.ask on a finished run: the same answers and confidences as its dev predictions;
+  a question it cannot ask is one error line, the others are still answered."""
+  from birthjax import ask
+  workdir, _, _ = full_run
+  with open(os.path.join(workdir, "dev.predictions.tsv")) as f:
+    rows = [l.rstrip("\n").split("\t") for l in f][1:4]  # question, prediction, gold, conf, in corpus
+  questions = [r[0] for r in rows]
+  long_q = "Where was " + "x" * 120 + " born?"
+  got, errors = ask.ask(workdir, [questions[0], "Where was Zoé born?", questions[1], long_q,
+                                  questions[2]])
+  assert [g[0] for g in got] == questions
+  assert [g[1] for g in got] == [r[1] for r in rows]
+  assert [round(g[2], 4) for g in got] == pytest.approx([float(r[3]) for r in rows], abs=1e-4)
+  assert all(g[3] for g in got)  # every dev person has a wiki line
+  assert len(errors) == 2 and errors[0].startswith("error: character 'é' (U+00E9) at column 13")
+  assert "[question 2: " in errors[0]
+  assert errors[1].startswith("error: the question is 136 characters, too long for block_size 128 (at most 126)")
+  top = max(g[2] for g in got)
+  assert [g[1] for g in ask.ask(workdir, questions, abstain_below=top + 1e-6)[0]] == ["I don't know"] * 3
+
+
+def test_ask_reads_standard_input(full_run):
+  workdir, _, _ = full_run
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-m", "birthjax.ask", workdir], cwd=ROOT, env=env, text=True,
+                     input="Where was Nobody Here born?\nWhere was Zoé born?\n",
+                     capture_output=True, timeout=300)
+  assert r.returncode == 1 and "Traceback" not in r.stderr
+  assert [l for l in r.stderr.splitlines() if l.startswith("error:")][0].startswith(
+      "error: character 'é'")
+  out = [l.split("\t") for l in r.stdout.splitlines() if l.startswith("Where was")]
+  assert len(out) == 1 and out[0][0] == "Where was Nobody Here born?" and out[0][3] == "no"
+  assert 0.0 <= float(out[0][2]) <= 1.0
