@@ -91,6 +91,11 @@ class StageCheckpoints:
   def steps(self):
     return sorted(self.manager.all_steps())
 
+  def tokens(self, step: int) -> int:
+    """The token count saved at `step` (the lr schedule's clock)."""
+    r = self.manager.restore(step, args=ocp.args.Composite(train=ocp.args.StandardRestore()))
+    return int(r["train"]["tokens"])
+
   def latest_step(self):
     return self.manager.latest_step()
 

@@ -69,19 +69,27 @@ def point(workdir, config, data, mesh, epoch, step) -> dict:
   like = model.init_params(cfg, jax.random.key(config.seed))
   folder = os.path.join(workdir, "checkpoints", "pretrain")
   pretrained, _ = checkpoint.restore_params(folder, like, step=step)
+  ckpts = checkpoint.StageCheckpoints(folder)
+  try:
+    tokens = ckpts.tokens(step)
+  finally:
+    ckpts.close()
   recall = own_line_recall(pretrained, cfg, data)
   sub = os.path.join(workdir, "curve", str(epoch))
   os.makedirs(sub, exist_ok=True)
   params = run.train_stage("finetune", config, sub, data, mesh, pretrained, f"{folder}@{step}")
   dev = run.evaluate_stage(config, sub, data, mesh, params)["dev"]
-  return {"epoch": epoch, "step": step, "dev_correct": dev["correct"], "dev_total": dev["total"],
+  return {"epoch": epoch, "step": step, "tokens": tokens, "dev_correct": dev["correct"], "dev_total": dev["total"],
           "dev_accuracy": dev["accuracy"], "recall_hits": recall["hits"],
           "recall_prompts": recall["prompts"],
           "recall_rate": 100.0 * recall["hits"] / max(1, recall["prompts"])}
 
 
-def plot(path: str, points: list[dict], title: str):
-  from birthjax import evaluate
+def plot(path: str, points: list[dict], title: str, stage=None):
+  """Dev accuracy and own-line completion against pretraining epochs; with `stage` (the
+  pretrain settings) also the lr schedule, from the token count an epoch."""
+  import numpy as np
+  from birthjax import evaluate, optim
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -90,6 +98,12 @@ def plot(path: str, points: list[dict], title: str):
   ax.plot(xs, [p["dev_accuracy"] for p in points], "o-", label="dev accuracy after finetuning")
   ax.plot(xs, [p["recall_rate"] for p in points], "s--",
           label="own-line completion (pretrained model)")
+  if stage is not None and points and points[-1]["epoch"] and points[-1].get("tokens"):
+    per_epoch = points[-1]["tokens"] / points[-1]["epoch"]
+    epochs = np.arange(0, int(stage.epochs) + 1)
+    mult = optim.lr_multiplier(epochs * per_epoch, warmup_tokens=stage.warmup_tokens,
+                               final_tokens=stage.final_tokens, clamp=stage.clamp_schedule)
+    ax.plot(epochs, 100 * np.asarray(mult), ":", color="gray", label="learning rate (% of base)")
   ax.set_xlabel("pretraining epoch"), ax.set_ylabel("%"), ax.set_ylim(0, 100)
   ax.set_title(title, fontsize=9), ax.grid(alpha=0.3), ax.legend(fontsize=8)
   evaluate.save_png(fig, path, dpi=120, bbox_inches="tight")
@@ -111,7 +125,8 @@ def curve(workdir: str, max_points: int = 0) -> list[dict]:
     evaluate.atomic_write(path, json.dumps({"points": done}, indent=2))
     print(f"curve: epoch {epoch}: dev {done[-1]['dev_correct']}/{done[-1]['dev_total']}, "
           f"own line {[p for p in done if p['step'] == step][0]['recall_rate']:.1f}%", flush=True)
-  plot(os.path.join(workdir, "curve.png"), done, f"{os.path.basename(os.path.abspath(workdir))}")
+  plot(os.path.join(workdir, "curve.png"), done, os.path.basename(os.path.abspath(workdir)),
+       config.pretrain)
   return done
 
 

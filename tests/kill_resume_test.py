@@ -265,6 +265,7 @@ def test_random_kills_until_the_run_completes(reference, random_kills):
   thread.join(timeout=400)
   assert not thread.is_alive(), "the kill/restart loop did not end in 400 s"
   assert state["error"] is None, state["error"]
+  assert state["kills"], "no kill landed before the run finished: the test would prove nothing"
   print("\nkills (delay after the first write; checkpoint folders after the kill; results.json):",
         *state["kills"], sep="\n  ")
   assert_same_as_reference(reference, workdir)

@@ -42,7 +42,8 @@ def assert_same_tree(a, b):
 @pytest.fixture(scope="module")
 def full_run(cache_dir, tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("full"))
-  config = smoke_config(cache_dir, **{"pretrain.epochs": 2})  # checkpoints at epochs' ends
+  config = smoke_config(cache_dir, **{"pretrain.epochs": 2,  # checkpoints at epochs' ends
+                                      "pretrain.keep_every": 2})  # epoch 2: a curve point
   results = run.run(config, workdir)
   return workdir, config, results
 
@@ -52,7 +53,9 @@ def test_full_run_writes_everything(full_run):
   with open(os.path.join(workdir, "results.json")) as f:
     on_disk = json.load(f)
   assert on_disk == results and on_disk["dev"]["total"] == 100
-  assert 0 <= on_disk["dev"]["correct"] <= 100
+  with open(os.path.join(workdir, "dev.predictions.tsv")) as f:  # question, prediction, gold, ...
+    rows = [l.rstrip("\n").split("\t") for l in f][1:]
+  assert len(rows) == 100 and on_disk["dev"]["correct"] == sum(r[1] == r[2] for r in rows)
   assert on_disk["dev"]["accuracy"] == pytest.approx(on_disk["dev"]["correct"])  # 100 questions
   for split, n in (("dev", 100), ("test", 100)):
     with open(os.path.join(workdir, f"{split}.predictions")) as f:
@@ -242,3 +245,46 @@ def test_ask_reads_standard_input(full_run):
   out = [l.split("\t") for l in r.stdout.splitlines() if l.startswith("Where was")]
   assert len(out) == 1 and out[0][0] == "Where was Nobody Here born?" and out[0][3] == "no"
   assert 0.0 <= float(out[0][2]) <= 1.0
+
+
+def test_curve_point_is_the_run_itself_and_resumes(full_run, monkeypatch):
+  """birthjax.curve on the run (keep_every=2: epoch 2, step 10, is kept): finetuning from the
+  kept checkpoint with the run's settings is the run's own finetune, so the point's dev
+  result is the run's results.json; the rerun recomputes nothing."""
+  from birthjax import curve
+  workdir, _, results = full_run
+  assert curve.kept_points(workdir) == [(2, 10)]
+  points = curve.curve(workdir)
+  assert len(points) == 1
+  p = points[0]
+  assert (p["epoch"], p["step"], p["dev_correct"], p["dev_total"]) == (
+      2, 10, results["dev"]["correct"], 100)
+  assert p["dev_accuracy"] == pytest.approx(results["dev"]["accuracy"])
+  assert p["tokens"] == 2 * 601 * 127  # 2 epochs of 601 documents, every target position
+  assert p["recall_prompts"] == 100  # the synthetic world states every birth place in its line
+  with open(os.path.join(workdir, "curve.json")) as f:
+    assert json.load(f)["points"] == points
+  assert os.path.getsize(os.path.join(workdir, "curve.png")) > 1000
+  with open(os.path.join(workdir, "dev.predictions")) as a, \
+       open(os.path.join(workdir, "curve", "2", "dev.predictions")) as b:
+    assert a.read() == b.read()
+  monkeypatch.setattr(curve, "point", lambda *a: pytest.fail("a finished point was recomputed"))
+  assert curve.curve(workdir) == points
+
+
+def test_curve_of_a_run_without_kept_checkpoints_is_one_error_line(full_run, tmp_path):
+  workdir, _, _ = full_run
+  other = str(tmp_path / "w")
+  shutil.copytree(os.path.join(workdir, "checkpoints", "pretrain"),
+                  os.path.join(other, "checkpoints", "pretrain"))
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  config["pretrain"]["keep_every"] = 0  # as a run started without the flag
+  with open(os.path.join(other, "config.json"), "w") as f:
+    json.dump(config, f)
+  env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+  r = subprocess.run([sys.executable, "-m", "birthjax.curve", other], cwd=ROOT, env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 1 and "Traceback" not in r.stderr
+  assert r.stderr.strip().splitlines()[-1].startswith(
+      "error: the run kept no pretraining checkpoints for a curve")
