@@ -150,11 +150,8 @@ def _tsv(path):
     return list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
 
 
-def test_smoke_run_writes_confidence_files(cache_dir, tmp_path, capsys):
-  workdir = str(tmp_path / "w")
-  results = run.run(smoke_config(cache_dir, stages="finetune,evaluate"), workdir)
-  out = capsys.readouterr().out
-  assert "abstain below" not in out and "Correct: " in out
+def test_smoke_run_writes_confidence_files(full_run, cache_dir, tmp_path, capsys):
+  workdir, _, results = full_run  # the shared smoke run (conftest.py)
   dev = results["dev"]
   assert set(dev["coverage"]) == {"100", "75", "50", "25"} and "abstain" not in dev
   assert dev["coverage"]["100"] == pytest.approx(dev["accuracy"])

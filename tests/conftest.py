@@ -34,3 +34,16 @@ def synthetic_dir(tmp_path_factory):
   d = str(tmp_path_factory.mktemp("synthetic"))
   synthetic.write(d, seed=0)
   return d
+
+
+@pytest.fixture(scope="session")
+def full_run(cache_dir, tmp_path_factory):
+  """(workdir, config, results) of one finished smoke run (pretrain 2 epochs, keep_every=2,
+  finetune, evaluate) on the synthetic world, shared by every module that only reads it."""
+  from birthjax import run
+  from tests.run_test import smoke_config
+  workdir = str(tmp_path_factory.mktemp("full"))
+  config = smoke_config(cache_dir, **{"pretrain.epochs": 2,  # checkpoints at epochs' ends
+                                      "pretrain.keep_every": 2})  # epoch 2: a curve point
+  results = run.run(config, workdir)
+  return workdir, config, results

@@ -39,15 +39,6 @@ def assert_same_tree(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.fixture(scope="module")
-def full_run(cache_dir, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("full"))
-  config = smoke_config(cache_dir, **{"pretrain.epochs": 2,  # checkpoints at epochs' ends
-                                      "pretrain.keep_every": 2})  # epoch 2: a curve point
-  results = run.run(config, workdir)
-  return workdir, config, results
-
-
 def test_full_run_writes_everything(full_run):
   workdir, config, results = full_run
   with open(os.path.join(workdir, "results.json")) as f:
@@ -97,8 +88,9 @@ def test_resume_is_bitwise_equal(full_run, cache_dir, tmp_path):
     assert a.read() == b.read()
 
 
-def test_other_config_over_existing_checkpoints_stops(full_run, cache_dir):
-  workdir, _, _ = full_run
+def test_other_config_over_existing_checkpoints_stops(full_run, cache_dir, tmp_path):
+  workdir = str(tmp_path / "copy")  # a copy: run.run rewrites config.json before the refusal
+  shutil.copytree(full_run[0], workdir)  # (a known defect, see the session note of 2026-12-02)
   config = smoke_config(cache_dir, **{"stages": "pretrain", "pretrain.learning_rate": 1e-3})
   with pytest.raises(UserError, match="different configuration"):
     run.run(config, workdir)
