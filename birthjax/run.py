@@ -48,6 +48,42 @@ def fingerprint(*parts) -> str:
 
 
 # ----------------------------------------------------------------------------- training
+def packs(config) -> bool:
+  return bool(config.pack) and config.model.variant == "vanilla"  # the perceivers need whole rows
+
+
+def stage_epochs(stage, config, init_source) -> int:
+  c = config[stage]
+  return c.epochs if stage == "pretrain" or init_source != "scratch" else c.epochs_from_scratch
+
+
+def stage_fingerprint(stage, config, data, init_source) -> str:
+  """What a stage's checkpoints must have been made with to be resumed (keep_every aside)."""
+  settings = {k: v for k, v in config[stage].to_dict().items() if k != "keep_every"}
+  return fingerprint(config.model.to_dict(), settings, config.seed, data.digest, init_source,
+                     packs(config), stage_epochs(stage, config, init_source))
+
+
+def refuse_other_config(ckpts, stage, expected):
+  old = ckpts.latest_meta() or {}
+  if old.get("fingerprint", expected) != expected:
+    raise UserError(f"the workdir holds a {stage} checkpoint of a different configuration "
+                    f"(model, {stage} settings, seed, data or initialisation)",
+                    ckpts.directory, "use a new --workdir, or rerun with the original config")
+
+
+def check_resumable(stages, config, workdir, data, source):
+  """Before anything is written: every training stage's existing checkpoints fit the config."""
+  for stage in (s for s in stages if s != "evaluate"):
+    directory = os.path.join(workdir, "checkpoints", stage)
+    if os.path.isdir(directory):
+      ckpts = checkpoint.StageCheckpoints(directory)
+      if ckpts.latest_step() is not None:
+        refuse_other_config(ckpts, stage, stage_fingerprint(stage, config, data, source))
+      ckpts.close()
+    source = stage
+
+
 @dataclasses.dataclass
 class StageProgram:
   """What a training stage runs: its compiled epoch, the plan, and its record tables."""
@@ -65,7 +101,7 @@ def stage_program(stage, config, data, mesh) -> StageProgram:
   c = config[stage]
   block = config.model.block_size
   seed = config.seed + (0 if stage == "pretrain" else 1)
-  pack = config.pack and config.model.variant == "vanilla"  # the perceivers need whole rows
+  pack = packs(config)
   table_of, per_epoch = records.stage_tables(stage, config, data)
   plan = device_epoch.make_plan(len(table_of(0)["lens"]), c.batch_size, block, c.shuffle, mesh.size)
   data_key = device_epoch.data_key(seed)
@@ -85,27 +121,20 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source, wa
   `watch` (preempt.Watch): a signal it recorded stops the stage after the epoch in flight."""
   watch = watch or preempt.Watch()
   c = config[stage]
-  epochs = c.epochs if stage == "pretrain" or init_source != "scratch" else c.epochs_from_scratch
+  epochs = stage_epochs(stage, config, init_source)
   prog = stage_program(stage, config, data, mesh)
   spe = prog.plan.steps_per_epoch
   total = epochs * spe
   state = jax.device_put(train.init_state(init_params, train.make_tx(prog.opt)),
                          sharding.replicated(mesh))
   keep = c.get("keep_every", 0)  # epochs: checkpoints kept for a learning curve (birthjax.curve)
-  settings = {k: v for k, v in c.to_dict().items() if k != "keep_every"}  # resumable with another
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "steps_per_epoch": spe, "init": init_source,
-          "fingerprint": fingerprint(config.model.to_dict(), settings,
-                                                          config.seed, data.digest, init_source, prog.pack,
-                                                          epochs)}
+          "fingerprint": stage_fingerprint(stage, config, data, init_source)}
   ckpts = checkpoint.StageCheckpoints(os.path.join(workdir, "checkpoints", stage),
                                       keep_period=keep * spe)
   if ckpts.latest_step() is not None:
-    old = ckpts.latest_meta() or {}
-    if old.get("fingerprint", meta["fingerprint"]) != meta["fingerprint"]:
-      raise UserError(f"the workdir holds a {stage} checkpoint of a different configuration "
-                      f"(model, {stage} settings, seed, data or initialisation)",
-                      ckpts.directory, "use a new --workdir, or rerun with the original config")
+    refuse_other_config(ckpts, stage, meta["fingerprint"])
     state, _, _ = ckpts.restore(state)
     print(f"{stage}: resumed from step {int(state['step'])} of {total}")
   seed_key = jax.random.key(prog.seed)
@@ -190,6 +219,11 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
+def write_config(config, workdir):
+  if jax.process_index() == 0:
+    evaluate.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+
+
 def run(config, workdir: str):
   # bad input fails here, with one UserError, before a model is built or the workdir written
   validate(config)
@@ -228,16 +262,17 @@ def run(config, workdir: str):
     source = os.path.abspath(config.init_from)
   elif stages == ["evaluate"]:
     current, _ = checkpoint.restore_params(finetuned, params)
-  if jax.process_index() == 0:
-    evaluate.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
   print(f"number of parameters: {model.param_count(params)}")
   if not stages:
+    write_config(config, workdir)
     return None
   data = input_pipeline.load(config.data, config.model.block_size)
   if len(data.vocab) > config.model.vocab_size:
     raise UserError(f"the data's vocabulary has {len(data.vocab)} characters, more than "
                     f"model.vocab_size={config.model.vocab_size}", data.data_dir,
                     f"set --config.model.vocab_size={len(data.vocab)} or more")
+  check_resumable(stages, config, workdir, data, source)
+  write_config(config, workdir)  # only once the workdir's checkpoints are known to fit it
   with preempt.Watch() as watch:  # from here a SIGTERM / SIGINT stops training after an epoch
     for stage in stages:
       if stage in ("pretrain", "finetune"):

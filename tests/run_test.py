@@ -88,12 +88,24 @@ def test_resume_is_bitwise_equal(full_run, cache_dir, tmp_path):
     assert a.read() == b.read()
 
 
-def test_other_config_over_existing_checkpoints_stops(full_run, cache_dir, tmp_path):
-  workdir = str(tmp_path / "copy")  # a copy: run.run rewrites config.json before the refusal
-  shutil.copytree(full_run[0], workdir)  # (a known defect, see the session note of 2026-12-02)
-  config = smoke_config(cache_dir, **{"stages": "pretrain", "pretrain.learning_rate": 1e-3})
-  with pytest.raises(UserError, match="different configuration"):
+def _tree(folder):
+  return {os.path.relpath(os.path.join(r, n), folder): open(os.path.join(r, n), "rb").read()
+          for r, _, names in os.walk(folder) for n in names}
+
+
+@pytest.mark.parametrize("stages,override", [("pretrain", "pretrain.learning_rate"),
+                                             ("pretrain,finetune", "finetune.learning_rate")])
+def test_other_config_over_existing_checkpoints_stops(full_run, cache_dir, stages, override):
+  """Refused before anything is written: config.json, checkpoints and logs byte-identical, even
+  when only a later stage differs (the pretraining that fits is not resumed first)."""
+  workdir = full_run[0]
+  before = _tree(workdir)
+  config = smoke_config(cache_dir, **{"stages": stages, "pretrain.epochs": 2,
+                                      "pretrain.keep_every": 2, override: 1e-3})
+  with pytest.raises(UserError, match="different configuration") as e:
     run.run(config, workdir)
+  assert override.split(".")[0] in str(e.value)
+  assert _tree(workdir) == before
 
 
 def test_bad_stage_and_range_errors(cache_dir, tmp_path):
