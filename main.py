@@ -68,11 +68,12 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
+  if not flags.FLAGS["verbosity"].present:  # library INFO lines (JAX's "Unable to initialize
+    logging.set_verbosity(logging.WARNING)  # backend 'tpu'", TFDS's build) need --verbosity=0
   import jax
   from birthjax import run
   from birthjax.errors import UserError
 
-  logging.set_verbosity(logging.WARNING)
   if flags.FLAGS.coordinator_address:
     jax.distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
                                flags.FLAGS.process_id)

@@ -25,9 +25,7 @@ process resumes it if this one dies without cleaning up.
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import time
 
@@ -39,6 +37,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.common import Paused, background_runs  # noqa: E402
 from birthjax import fastrng, model, sharding, train  # noqa: E402
 from birthjax.vocab import PAD  # noqa: E402
 
@@ -55,58 +54,6 @@ def rewrap(key, impl: str):
 
 
 fastrng.rewrap = rewrap  # train.train_step looks it up at trace time
-
-
-# ----------------------------------------------------------------------------- pausing main.py
-def background_runs():
-  """(pid, nice, stat, args) of python processes whose script is main.py (not this one)."""
-  out = subprocess.run(["ps", "-eo", "pid=,ni=,stat=,args="], capture_output=True, text=True).stdout
-  runs = []
-  for line in out.splitlines():
-    fields = line.split()
-    if len(fields) < 5 or int(fields[0]) == os.getpid():
-      continue
-    argv = fields[3:]
-    if "python" in os.path.basename(argv[0]) and any(os.path.basename(t) == "main.py" for t in argv[1:]):
-      nice = int(fields[1]) if fields[1].lstrip("-").isdigit() else 0
-      runs.append((int(fields[0]), nice, fields[2], " ".join(argv)))
-  return runs
-
-
-class Paused:
-  """Context: SIGSTOP the nice'd background training runs on entry, SIGCONT them on exit
-  (and by a watchdog if this process dies first). main.py processes at normal priority
-  (someone else's foreground work) are left alone and reported."""
-
-  def __enter__(self):
-    runs = background_runs()
-    self.pids = [p for p, nice, stat, _ in runs if nice > 0 and not stat.startswith("T")]
-    others = [p for p, nice, _, _ in runs if nice <= 0]
-    if others:
-      print(f"not paused (normal priority, not a background run): main.py {others}", flush=True)
-    self.watchdog = None
-    if self.pids:
-      cont = " ".join(str(p) for p in self.pids)
-      self.watchdog = subprocess.Popen(
-          ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; "
-                       f"kill -CONT {cont} 2>/dev/null"], start_new_session=True)
-      for p in self.pids:
-        os.kill(p, signal.SIGSTOP)
-      print(f"paused main.py run(s) {self.pids} (SIGSTOP)", flush=True)
-    return self
-
-  def __exit__(self, *exc):
-    for p in self.pids:
-      try:
-        os.kill(p, signal.SIGCONT)
-      except ProcessLookupError:
-        pass
-    if self.pids:
-      print(f"resumed main.py run(s) {self.pids} (SIGCONT)", flush=True)
-    if self.watchdog:
-      self.watchdog.terminate()
-      self.watchdog.wait()
-    return False
 
 
 # ----------------------------------------------------------------------------- the step

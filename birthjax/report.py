@@ -161,7 +161,8 @@ def _table(header, rows, numeric=()) -> str:
 def _extras(split: dict) -> list[tuple[str, object]]:
   """Coverage ({"75": accuracy %, ...}) and abstain ({threshold, answered, ...}) columns."""
   cov = split.get("coverage", {})
-  cov = [(f"acc. (%) at {k}% coverage", v) for k, v in cov.items()] if isinstance(cov, dict) else []
+  cov = sorted(cov.items(), key=lambda kv: -float(kv[0])) if isinstance(cov, dict) else []
+  cov = [(f"acc. (%) at {k}% coverage", v) for k, v in cov]  # 100, 75, 50, 25 (json: "100" < "25")
   return cov + _flat("abstain", split.get("abstain", {}))
 
 

@@ -9,7 +9,9 @@ never imported.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import os
@@ -109,8 +111,10 @@ def _build(data_dir: str, folder: str):
   tmp = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=f".{os.path.basename(folder)}.")
   try:
     tfds.disable_progress_bar()
-    logging.getLogger("absl").setLevel(logging.WARNING)
-    BirthPlaces(source_dir=data_dir, data_dir=tmp, file_format="array_record").download_and_prepare()
+    builder = BirthPlaces(source_dir=data_dir, data_dir=tmp, file_format="array_record")
+    verbose = logging.getLogger().isEnabledFor(logging.INFO)  # main.py: --verbosity=0 or more
+    with contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO()):
+      builder.download_and_prepare()  # TFDS prints "Downloading and preparing dataset ..."
     with open(os.path.join(tmp, MANIFEST), "w") as f:
       json.dump(_manifest(tmp), f)
     try:

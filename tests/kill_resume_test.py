@@ -138,8 +138,12 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(runs):
   workdir = os.path.join(runs.root, "reference")
-  out = runs.finish(runs.start(workdir))
+  p = runs.start(workdir)
+  out = runs.finish(p)
   assert "resumed" not in out
+  # a run prints its own lines, not library INFO (those need --verbosity=0)
+  noise = ("Unable to initialize backend", "Downloading and preparing", "downloaded and prepared")
+  assert not [n for n in noise if n in out + _read(p.log + ".err")], out
   assert steps(workdir, "pretrain") == [PRETRAIN_STEPS - 2, PRETRAIN_STEPS]
   assert steps(workdir, "finetune") == [FINETUNE_STEPS - 2, FINETUNE_STEPS]
   return workdir, final_state(workdir)

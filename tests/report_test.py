@@ -58,7 +58,7 @@ def workdir(tmp_path_factory):
     f.write(b"\x05\x00\x00")  # shorter than a record header
   (w / "results.json").write_text(json.dumps({"dev": {
       "correct": 17, "total": 40, "accuracy": 42.5,
-      "coverage": {"100": 42.5, "50": 61.25}, "abstain": {"threshold": 0.375, "answered": 0,
+      "coverage": {"100": 42.5, "25": 80.0, "50": 61.25}, "abstain": {"threshold": 0.375, "answered": 0,
                                                           "selective_accuracy": None}}}))
   (w / "config.json").write_text(json.dumps({
       "stages": "pretrain,finetune,evaluate", "model": {"variant": "perceiver", "n_layer": 3,
@@ -103,9 +103,10 @@ def test_page_shows_results_config_and_escapes(page):
   assert "<script" not in page and "http" not in page
   assert re.search(r"<td>dev</td><td class=n>17</td><td class=n>40</td><td class=n>42.5</td>", page)
   assert re.search(r"<th>acc. \(%\) at 100% coverage</th><th>acc. \(%\) at 50% coverage</th>"
+                   r"<th>acc. \(%\) at 25% coverage</th>"
                    r"<th>abstain threshold</th><th>abstain answered</th>"
                    r"<th>abstain selective_accuracy</th></tr><tr><td>dev</td>.*"
-                   r"<td class=n>42.5</td><td class=n>61.25</td><td class=n>0.375</td>"
+                   r"<td class=n>42.5</td><td class=n>61.25</td><td class=n>80</td><td class=n>0.375</td>"
                    r"<td class=n>0</td><td class=n>n/a</td></tr>", page)
   assert "<td>bottleneck_dim</td><td>24</td>" in page and "<td>pretrain.epochs</td><td>7</td>" in page
   assert "Where was Ann &lt;b&gt;&amp; Co born?" in page and "<b>&" not in page
