@@ -82,7 +82,7 @@ def main(argv):
     config.model  # the config file loads lazily: fail here, as a flag error
   except Exception as e:
     flag_error(e)
-  from birthjax.preempt import Preempted
+  from birthjax.train.preempt import Preempted
   try:
     run.run(config, flags.FLAGS.workdir or default_workdir())
   except UserError as e:

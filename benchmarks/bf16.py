@@ -7,7 +7,7 @@ dropout 0.1 on) at batch 64, and a plain (8192x256)@(256x1024) matmul. Medians o
 --arrangements also times other bf16 layouts (monkeypatched here, not in the library):
 'bias_bf16+gelu_bf16': the plain flax convention, nn.Dense(dtype=bf16) (the bias added in
 bf16, its gradient a bf16 sum, which XLA:CPU splits into rounded reduce-windows: what
-birthjax.layers._MixedDense avoids) and GELU on bf16 values; 'gelu_bf16': only the latter;
+birthjax.model.layers._MixedDense avoids) and GELU on bf16 values; 'gelu_bf16': only the latter;
 'resid_f32': the residual stream (embeddings, block outputs) float32, the Dense layers,
 GELU's output and attention in bf16.
 --hlo=DIR writes each compiled step's HLO and prints a count of its ops by kind and dtype.
@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from flax.linen.dtypes import promote_dtype as flax_promote_dtype  # noqa: E402
 
-from birthjax import layers, loss, model  # noqa: E402
+from birthjax.model import layers, loss, model  # noqa: E402
 
 A5 = model.ModelConfig(vocab_size=256, n_layer=4, n_head=8, n_embd=256, block_size=128,
                        dropout=0.1, deterministic=False)

@@ -1,4 +1,4 @@
-"""Dropout bits: model.dropout_rng='hash' (birthjax/fastrng.py) vs JAX's own key impls.
+"""Dropout bits: model.dropout_rng='hash' (birthjax/model/fastrng.py) vs JAX's own key impls.
 
   python benchmarks/dropout_rng.py [--steps=9] [--warmup=2] [--masks=9] [--epochs=0]
       [--data_dir=...] [--json=PATH]
@@ -7,7 +7,7 @@ Times the full A5 pretraining train step (vanilla, vocab 256, 4 layers, 8 heads,
 block 128, dropout 0.1; batch 128 rows x 127 positions, half of each row's targets PAD)
 with the dropout key drawn four ways, in one process, round-robin:
   threefry    JAX's default (the key train_step derives, unchanged)
-  hash        birthjax.fastrng (model.dropout_rng='hash')
+  hash        birthjax.model.fastrng (model.dropout_rng='hash')
   rbg         jax.random's 'rbg' impl: threefry split/fold_in, XLA RngBitGenerator bits
   unsafe_rbg  'unsafe_rbg': RngBitGenerator for the bits and for split/fold_in too
 The rbg keys are 4 uint32 words drawn from the step's threefry key (jax.random.bits) and
@@ -15,7 +15,7 @@ wrapped with jax.random.wrap_key_data(impl=...), inside the jitted step: `fastrn
 is patched here (this file only) to accept the two extra names. Also times one
 [64, 8, 128, 128] jax.random.bernoulli mask per impl and checks that each impl's mask is
 reproducible (the same key twice under jit; jit vs eager). With --epochs=N, also N
-on-device epochs (birthjax.device_epoch.compile_epoch, packed) per impl, round-robin
+on-device epochs (birthjax.train.device_epoch.compile_epoch, packed) per impl, round-robin
 (compiles for minutes per impl on a CPU).
 
 A background training run (a process whose command line has main.py) is paused with
@@ -38,8 +38,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import Paused, background_runs  # noqa: E402
-from birthjax import fastrng, model, sharding, train  # noqa: E402
-from birthjax.vocab import PAD  # noqa: E402
+from birthjax.model import fastrng, model  # noqa: E402
+from birthjax import sharding
+from birthjax.train import train
+from birthjax.data.vocab import PAD  # noqa: E402
 
 IMPLS = ("threefry", "hash", "rbg", "unsafe_rbg")
 MASK_SHAPE = (64, 8, 128, 128)
@@ -187,7 +189,8 @@ def epoch_fns(mesh, data_dir):
   """{impl: [compiled epoch, state]}: on-device pretraining epochs as main.py builds them
   (run.stage_program: config.device_epochs, packed), one per dropout impl."""
   import vanilla
-  from birthjax import input_pipeline, run
+  from birthjax.data import input_pipeline
+  from birthjax import run
   config = vanilla.get_config()
   config.data.dir = data_dir
   data = input_pipeline.load(config.data, config.model.block_size)

@@ -3,10 +3,10 @@
 Default: the full A5 model (vocab 256, 4 layers, 8 heads, 256 dims, block 128), input
 length l = 128, eval mode, each variant at m = 16, 32, 64. FLOPs are what XLA's cost analysis
 counts for the optimized HLO of the default backend (matmuls as 2*M*N*K plus elementwise
-work); nothing is run, only compiled. The counting lives in birthjax/complexity.py.
+work); nothing is run, only compiled. The counting lives in birthjax/tools/complexity.py.
 
 --sweep: the same model at fixed m (--m, default 32) as l grows (64 ... 1024, block_size = l),
-measured next to the closed-form matmul count (see birthjax.complexity) and their ratio;
+measured next to the closed-form matmul count (see birthjax.tools.complexity) and their ratio;
 `python -m birthjax.analysis complexity --out=DIR` prints the same table and plots it.
 
   python benchmarks/flops.py [--batch 1] [--sweep [--m 32]]
@@ -21,8 +21,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from birthjax import complexity, model  # noqa: E402
-from birthjax.complexity import forward_cost  # noqa: E402,F401  (kept importable from here)
+from birthjax.tools import complexity  # noqa: E402
+from birthjax.model import model
+from birthjax.tools.complexity import forward_cost  # noqa: E402,F401  (kept importable from here)
 
 VOCAB = 256
 M_VALUES = (16, 32, 64)

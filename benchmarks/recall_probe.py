@@ -17,7 +17,11 @@ sys.path.insert(0, ROOT)
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 
-from birthjax import checkpoint, curve, input_pipeline, model, run  # noqa: E402
+from birthjax.train import checkpoint  # noqa: E402
+from birthjax.tools import curve
+from birthjax.data import input_pipeline
+from birthjax.model import model
+from birthjax import run
 
 
 def main():

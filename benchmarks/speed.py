@@ -1,6 +1,6 @@
 """Speed of the A5 recipe on this machine: training epochs and dev decoding as `main.py` runs
 them (the defaults, or the flags given); optionally side by side with the PyTorch reference
-model (birthjax.torch_a5), alternating, in one run.
+model (birthjax.tools.torch_a5), alternating, in one run.
 
   python benchmarks/speed.py [--variant=vanilla|perceiver|perceiver_ar] [--dtype=float32|bfloat16]
       [--dropout-rng=hash|threefry] [--no-pack] [--vs-torch] [--epochs=3] [--json=PATH]
@@ -26,7 +26,11 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from birthjax import decode, device_epoch, input_pipeline, model, run, sharding, train  # noqa: E402
+from birthjax.infer import decode  # noqa: E402
+from birthjax.train import device_epoch, train
+from birthjax.data import input_pipeline
+from birthjax.model import model
+from birthjax import run, sharding
 
 
 def timed(fn):
@@ -92,7 +96,7 @@ def time_stage(config, stage, data, mesh, epochs, between=None):
 
 def torch_model(config):
   import torch
-  from birthjax import torch_a5
+  from birthjax.tools import torch_a5
   m = config.model
   tc = torch_a5.GPTConfig(256, m.block_size, n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd,
                           perceiver=m.variant == "perceiver", bottleneck_dim=m.bottleneck_dim)
@@ -177,7 +181,7 @@ def main():
   n = max(1, min(a.torch_decode_questions, len(qs))) if a.vs_torch else 0
   chunks = [qs[i:i + 100] for i in range(0, n, 100)] or [[]] * 5
   if a.vs_torch:
-    from birthjax import torch_a5
+    from birthjax.tools import torch_a5
     tnet.eval()
   ts, tdt = [], 0.0
   for chunk in chunks:  # birthjax's whole dev set, then the reference loop on 100 questions

@@ -83,8 +83,10 @@ def child(a):
     print("RESULT", json.dumps({"ok": float(jax.jit(lambda x: (x @ x).sum())(jnp.ones((8, 8))))}))
     return
   import vanilla
-  from birthjax import model, run, sharding, train
-  from birthjax.vocab import PAD
+  from birthjax.model import model
+  from birthjax import run, sharding
+  from birthjax.train import train
+  from birthjax.data.vocab import PAD
   config = vanilla.get_config()
   if a.quick:
     config.model.update(n_layer=2, n_head=4, n_embd=64)

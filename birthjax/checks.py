@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from birthjax import fastrng, model
+from birthjax.model import fastrng, model
 from birthjax.errors import UserError
 
 
@@ -47,7 +47,7 @@ def validate(config):
        "use an integer >= 0"),
   ]
   aug = config.pretrain.get("augment")
-  if aug is not None:  # knowledge-augmented pretraining (birthjax/augment.py)
+  if aug is not None:  # knowledge-augmented pretraining (birthjax/data/augment.py)
     checks += [(aug.copies >= 1, "pretrain.augment.copies",
                 f"config value pretrain.augment.copies={aug.copies!r} is out of range",
                 "use an integer >= 1 (1: each window once an epoch)"),

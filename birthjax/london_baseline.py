@@ -1,29 +1,7 @@
-"""Predict "London" for every dev question: `python -m birthjax.london_baseline --data_dir=DIR`."""
-import os
-import sys
+"""`python -m birthjax.london_baseline [--data_dir=D]`: "London" for every dev question. (birthjax/tools/london_baseline.py)"""
+from absl import app
 
-from absl import app, flags
-
-from birthjax import corpus, evaluate
-from birthjax.errors import UserError
-
-flags.DEFINE_string("data_dir", "data", "folder holding birth_dev.tsv")
-flags.DEFINE_string("eval_file", corpus.DEV, "question file inside --data_dir")
-
-
-def main(argv):
-  del argv
-  try:
-    _, answers = corpus.read_eval(flags.FLAGS.data_dir, flags.FLAGS.eval_file)
-    if answers is None:
-      raise UserError("the question file has no answers to score against",
-                      os.path.join(flags.FLAGS.data_dir, flags.FLAGS.eval_file),
-                      "use a file of `question<TAB>answer` lines such as birth_dev.tsv")
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    sys.exit(1)
-  print(evaluate.report_line(*evaluate.score(["London"] * len(answers), answers)))
-
+from birthjax.tools.london_baseline import main
 
 if __name__ == "__main__":
   app.run(main)

@@ -16,8 +16,13 @@ import time
 import jax
 import numpy as np
 
-from birthjax import checkpoint, compile_cache, decode, device_epoch, evaluate
-from birthjax import input_pipeline, metrics, model, preempt, records, sharding, train
+from birthjax.train import checkpoint, compile_cache, device_epoch
+from birthjax.infer import decode, evaluate
+from birthjax import files
+from birthjax.data import input_pipeline, records
+from birthjax.train import metrics, preempt, train
+from birthjax.model import model
+from birthjax import sharding
 from birthjax.checks import validate  # noqa: F401  (run.validate: the config checks)
 from birthjax.errors import UserError
 
@@ -127,7 +132,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source, wa
   total = epochs * spe
   state = jax.device_put(train.init_state(init_params, train.make_tx(prog.opt)),
                          sharding.replicated(mesh))
-  keep = c.get("keep_every", 0)  # epochs: checkpoints kept for a learning curve (birthjax.curve)
+  keep = c.get("keep_every", 0)  # epochs: checkpoints kept for a learning curve (birthjax.tools.curve)
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "steps_per_epoch": spe, "init": init_source,
           "fingerprint": stage_fingerprint(stage, config, data, init_source)}
@@ -221,7 +226,7 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
 # ----------------------------------------------------------------------------- driver
 def write_config(config, workdir):
   if jax.process_index() == 0:
-    evaluate.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+    files.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
 
 def run(config, workdir: str):
@@ -255,7 +260,7 @@ def run(config, workdir: str):
   current, source = None, "scratch"
   if stages and config.init_from:
     if os.path.isfile(config.init_from):  # a reference .params file (torch.save of a state dict)
-      from birthjax import interop
+      from birthjax.model import interop
       current = jax.tree.map(jax.numpy.asarray, interop.load_torch_file(config.init_from, params))
     else:
       current, _ = checkpoint.restore_params(config.init_from, params)

@@ -5,7 +5,7 @@ CPU), `quickstart` (the synthetic world, the same model and the same number of p
 optimizer steps as `configs/vanilla.py:quickstart`: 1495 vs 1500, so the two compare
 directly).
 
-Pretraining reads the same wiki.txt (birthjax/augment.py): whole biographies in windows
+Pretraining reads the same wiki.txt (birthjax/data/augment.py): whole biographies in windows
 that fit block_size (no truncation), the person's name starting every window and never
 masked, two corruptions of each window an epoch, each document example shifted right by
 0..16 positions (learned absolute positions otherwise tie the facts to the positions a

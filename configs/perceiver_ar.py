@@ -1,7 +1,7 @@
 """Perceiver-AR: latents at the last m predicted positions, cross-attending to all inputs.
 
 The perceiver config (same recipe, presets and m) with the other variant; see
-birthjax/perceiver.py for the design.
+birthjax/model/perceiver.py for the design.
 """
 import os
 import sys

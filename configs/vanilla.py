@@ -33,7 +33,7 @@ def get_config(preset=None):
   c.checkpoint_every = 500  # steps; also at the end of every stage
   c.pack = True  # vanilla: pack examples into fewer rows (same loss and lr; dropout draws differ)
   c.epoch_scan = True  # an epoch is one compiled lax.scan; False: a Python loop over the same jitted step (debugging)
-  # JAX's persistent compilation cache (birthjax/compile_cache.py): '' compiles every run anew
+  # JAX's persistent compilation cache (birthjax/train/compile_cache.py): '' compiles every run anew
   c.compile_cache = os.environ.get("BIRTHJAX_COMPILE_CACHE", "~/.cache/birthjax/xla")
 
   c.data = ml_collections.ConfigDict(dict(
@@ -48,14 +48,14 @@ def get_config(preset=None):
       variant="vanilla",  # 'vanilla' | 'perceiver' (A5) | 'perceiver_ar'
       vocab_size=256,  # PAD, MASK + the 254 characters of the A5 wiki.txt
       n_layer=4, n_head=8, n_embd=256, block_size=128, dropout=0.1,
-      dropout_rng="hash",  # dropout bits from a cheap keyed hash (birthjax/fastrng.py); 'threefry': JAX's default
+      dropout_rng="hash",  # dropout bits from a cheap keyed hash (birthjax/model/fastrng.py); 'threefry': JAX's default
       bottleneck_dim=64,  # m, latents of the perceiver variants (the reference's run.py: 32)
       dtype="float32",  # 'bfloat16': matmuls and activations in bf16; params, LN, softmax, loss in f32
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128
   c.pretrain = stage(650, 128, 6e-3, final_tokens)
   c.pretrain.keep_every = 0  # epochs: also keep every such checkpoint (learning curves); 0: off
-  c.pretrain.augment = ml_collections.ConfigDict(dict(  # birthjax/augment.py; all off: faithful
+  c.pretrain.augment = ml_collections.ConfigDict(dict(  # birthjax/data/augment.py; all off: faithful
       whole=False,  # windows covering the whole biography, no random truncation
       name_prefix=False,  # with whole: the person's name starts every later window
       name_visible=False,  # the masked span never covers the name at a window's start

@@ -1,4 +1,4 @@
-"""birthjax.analysis (A5 written part 1, numerically) and birthjax.complexity (FLOPs vs l)."""
+"""birthjax.tools.analysis (A5 written part 1, numerically) and birthjax.tools.complexity (FLOPs vs l)."""
 from __future__ import annotations
 
 import functools
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from birthjax import analysis, complexity
+from birthjax.tools import analysis, complexity
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

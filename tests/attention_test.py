@@ -1,4 +1,4 @@
-"""Tests for birthjax.attention: attend() against hand-worked numpy softmax attention."""
+"""Tests for birthjax.model.attention: attend() against hand-worked numpy softmax attention."""
 import os
 import sys
 
@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import attention
+from birthjax.model import attention
 
 # jitted: far cheaper than op-by-op on a busy CPU (same function, same semantics)
 ATTEND = jax.jit(attention.attend, static_argnames=("dropout_rate", "deterministic"))

@@ -1,5 +1,5 @@
-"""Tests for birthjax.augment, the augmented recipe's table (birthjax.records.augmented) and
-its examples as the engine builds them (birthjax.device_epoch.example / make_batch)."""
+"""Tests for birthjax.data.augment, the augmented recipe's table (birthjax.data.records.augmented) and
+its examples as the engine builds them (birthjax.train.device_epoch.example / make_batch)."""
 from __future__ import annotations
 
 import collections
@@ -14,11 +14,12 @@ import ml_collections
 import numpy as np
 import pytest
 
-from birthjax import augment, corpus, examples, records, run, synthetic
-from birthjax import device_epoch as de
+from birthjax.data import augment, corpus, examples, records, synthetic
+from birthjax import run
+from birthjax.train import device_epoch as de
 from birthjax.errors import UserError
-from birthjax.input_pipeline import Data
-from birthjax.vocab import MASK, MASK_CHAR, PAD, PAD_CHAR, Vocab
+from birthjax.data.input_pipeline import Data
+from birthjax.data.vocab import MASK, MASK_CHAR, PAD, PAD_CHAR, Vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))

@@ -32,10 +32,16 @@ import jax
 import numpy as np
 import pytest
 
-from birthjax import checkpoint, decode, device_epoch, evaluate, examples, input_pipeline, model
-from birthjax import records, run, train
+from birthjax.train import checkpoint, device_epoch
+from birthjax.infer import decode, evaluate
+from birthjax.data import examples, input_pipeline
+from birthjax import files
+from birthjax.model import model
+from birthjax.data import records
+from birthjax import run
+from birthjax.train import train
 from birthjax.errors import UserError
-from birthjax.vocab import Vocab
+from birthjax.data.vocab import Vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))
@@ -109,7 +115,7 @@ class _FailingWrite:
 
 
 def _failing_writes(err, on_open=False):
-  """Every file evaluate.atomic_write opens fails with `err` (monkeypatched): on open (as in a
+  """Every file files.atomic_write opens fails with `err` (monkeypatched): on open (as in a
   read-only folder), or on write, after the file was created (as on a full disk)."""
   def fake_open(*args, **kwargs):
     if on_open:
@@ -117,7 +123,7 @@ def _failing_writes(err, on_open=False):
     return _FailingWrite(open(*args, **kwargs), err)
 
   def patch(monkeypatch, w):
-    monkeypatch.setattr(evaluate, "open", fake_open, raising=False)
+    monkeypatch.setattr(files, "open", fake_open, raising=False)
   return patch
 
 
@@ -163,7 +169,7 @@ def _params_file(n_embd=None):
         f.write("not a state dict\n")
     else:
       pytest.importorskip("torch")
-      from birthjax import interop
+      from birthjax.model import interop
       c = _config({"model.n_embd": n_embd})
       params = model.init_params(run.model_config(c), jax.random.key(0))
       interop.save_torch_file(params, run.model_config(c), path)

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import checkpoint, model, train
+from birthjax.train import checkpoint, train
+from birthjax.model import model
 
 
 def test_every_flipped_byte_is_reported_or_harmless(tmp_path):

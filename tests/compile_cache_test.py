@@ -4,7 +4,7 @@ import subprocess
 import sys
 import textwrap
 
-from birthjax import compile_cache
+from birthjax.train import compile_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,7 +40,7 @@ PROBE = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp
     from jax import monitoring
-    from birthjax import compile_cache
+    from birthjax.train import compile_cache
     events = []
     monitoring.register_event_listener(lambda name, **kw: events.append(name))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -11,9 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import decode, evaluate, model, run
+from birthjax.infer import decode, evaluate
+from birthjax.model import model
+from birthjax import run
 from birthjax.errors import UserError
-from birthjax.vocab import MASK
+from birthjax.data.vocab import MASK
 from tests.decode_cache_test import BATCH, CFG, PROMPTS, STEPS  # shapes compiled there too
 from tests.params_util import random_params
 from tests.run_test import smoke_config

@@ -30,7 +30,7 @@ def a5_dir():
 
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory):
-  from birthjax import synthetic
+  from birthjax.data import synthetic
   d = str(tmp_path_factory.mktemp("synthetic"))
   synthetic.write(d, seed=0)
   return d

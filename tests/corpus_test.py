@@ -1,9 +1,9 @@
-"""Tests for birthjax.corpus: reading the four A5 files with the reference's rules."""
+"""Tests for birthjax.data.corpus: reading the four A5 files with the reference's rules."""
 import os
 
 import pytest
 
-from birthjax import corpus
+from birthjax.data import corpus
 from birthjax.errors import UserError
 
 

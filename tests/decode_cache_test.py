@@ -1,4 +1,4 @@
-"""Tests for the fast decoding paths of birthjax.decode: the vanilla KV cache and the
+"""Tests for the fast decoding paths of birthjax.infer.decode: the vanilla KV cache and the
 length-bucketed full recompute, against the original loop and the reference's per-prompt
 sample() loop, on tiny random models with large weights (varied, tie-free greedy tokens)."""
 import dataclasses
@@ -13,8 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import decode, examples, kv_cache, model
-from birthjax.vocab import MASK, Vocab
+from birthjax.infer import decode, kv_cache
+from birthjax.data import examples
+from birthjax.model import model
+from birthjax.data.vocab import MASK, Vocab
 from tests.params_util import random_params
 
 VOCAB = Vocab.from_documents(["Where was Ada Lovelace born?", "London, Paris; Zurich.",

@@ -1,4 +1,4 @@
-"""Tests for birthjax.decode: batched greedy decoding vs the reference's per-prompt sample() loop."""
+"""Tests for birthjax.infer.decode: batched greedy decoding vs the reference's per-prompt sample() loop."""
 import math
 import os
 import sys
@@ -11,8 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import decode, examples, model
-from birthjax.vocab import MASK, PAD, Vocab
+from birthjax.infer import decode
+from birthjax.data import examples
+from birthjax.model import model
+from birthjax.data.vocab import MASK, PAD, Vocab
 
 VOCAB = Vocab.from_documents(["Where was Ada Lovelace born?", "London, Paris; Zurich.",
                               "Kim Moe qx jv"])

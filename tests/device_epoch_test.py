@@ -1,4 +1,4 @@
-"""The training engine (birthjax.device_epoch): draws follow the span-corruption spec, batches
+"""The training engine (birthjax.train.device_epoch): draws follow the span-corruption spec, batches
 are built as the reference's DataLoader would (hand-worked), and scan, step loop and explicit
 steps agree; run.train_stage resumes bitwise and trains the perceiver unpacked."""
 import dataclasses
@@ -10,9 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import device_epoch as de
-from birthjax import examples, model, records, run, sharding, train
-from birthjax.vocab import MASK
+from birthjax.train import device_epoch as de
+from birthjax.data import examples, records
+from birthjax.model import model
+from birthjax import run, sharding
+from birthjax.train import train
+from birthjax.data.vocab import MASK
 from tests.run_test import assert_same_tree, params_of, smoke_config
 
 T = 32
@@ -197,7 +200,7 @@ def test_run_unpacked_perceiver(cache_dir, tmp_path):
   config = smoke_config(cache_dir, stages="pretrain",
                         **{"model.variant": "perceiver", "model.bottleneck_dim": 8})
   run.run(config, str(tmp_path))
-  from birthjax import report
+  from birthjax.tools import report
   rows = report.read_scalars(os.path.join(str(tmp_path), "tb", "pretrain")).get("train/rows")
   per_batch = -(-config.pretrain.batch_size // 4) * 4  # rounded up to the 4 test devices
   assert rows and all(v == per_batch for _, v in rows), rows

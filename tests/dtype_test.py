@@ -14,7 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import attention, decode, kv_cache, model, sharding, train
+from birthjax.model import attention, model
+from birthjax.infer import decode, kv_cache
+from birthjax import sharding
+from birthjax.train import train
 from tests.params_util import random_params
 
 TINY = model.ModelConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=32, block_size=32,

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import device_epoch as de
-from birthjax import examples
-from birthjax.vocab import MASK, PAD
+from birthjax.train import device_epoch as de
+from birthjax.data import examples
+from birthjax.data.vocab import MASK, PAD
 
 _corrupt = jax.jit(de.corrupt, static_argnums=4)
 
@@ -28,7 +28,7 @@ def _draws(block_size, count, length, trunc=True, keep=0, seed=0):
 
 
 def _row(ids, block_size):
-  """A table row of `ids` (PAD after them), as birthjax.records stores a document."""
+  """A table row of `ids` (PAD after them), as birthjax.data.records stores a document."""
   out = np.full(block_size, PAD, np.int32)
   out[:len(ids)] = ids
   return out

@@ -1,4 +1,4 @@
-"""model.dropout_rng='hash' (birthjax/fastrng.py): the exact bits (a plain-Python reference of
+"""model.dropout_rng='hash' (birthjax/model/fastrng.py): the exact bits (a plain-Python reference of
 the hash), every bit width, the statistics a dropout mask needs, and the train step with it."""
 import flax.linen as nn
 import jax
@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import fastrng, model, sharding, train
+from birthjax.model import fastrng, model
+from birthjax import sharding
+from birthjax.train import train
 
 M32 = 0xFFFFFFFF
 

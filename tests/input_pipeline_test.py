@@ -1,4 +1,4 @@
-"""Tests for birthjax.input_pipeline (and the TFDS builder it reads through); the examples and
+"""Tests for birthjax.data.input_pipeline (and the TFDS builder it reads through); the examples and
 batches built from its records are tested in device_epoch_test.py and records tests."""
 import os
 import subprocess
@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from birthjax import corpus, input_pipeline, synthetic, tfds_builders
+from birthjax.data import corpus, input_pipeline, synthetic, tfds_builders
 from birthjax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -223,7 +223,7 @@ def test_a_damaged_cache_is_rebuilt_with_one_warning(synthetic_dir, tmp_path, ca
 def test_two_runs_on_one_empty_cache_both_work(synthetic_dir, tmp_path):
   """Each builds in a private folder and renames it into place; the second finds the first's."""
   cache = str(tmp_path / "cache")
-  code = ("import json, sys; from birthjax import tfds_builders as t; "
+  code = ("import json, sys; from birthjax.data import tfds_builders as t; "
           "s = t.data_sources(sys.argv[1], sys.argv[2]); print(json.dumps(s['train'][:3]))")
   procs = [subprocess.Popen([sys.executable, "-c", code, synthetic_dir, cache], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

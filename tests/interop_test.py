@@ -1,4 +1,4 @@
-"""Tests for birthjax.interop and birthjax.torch_a5: the published A5 PyTorch model and birthjax
+"""Tests for birthjax.model.interop and birthjax.tools.torch_a5: the published A5 PyTorch model and birthjax
 agree (logits, greedy decoding) on weights moved either way; names map one to one at the A5
 size; bad files are one UserError; the export CLI writes what the reference strictly loads."""
 import dataclasses
@@ -17,7 +17,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from birthjax import checkpoint, decode, interop, interop_cli, model, torch_a5  # noqa: E402
+from birthjax.train import checkpoint  # noqa: E402
+from birthjax.infer import decode
+from birthjax.model import interop, model
+from birthjax.tools import interop_cli, torch_a5
 from birthjax.errors import UserError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,7 +40,7 @@ def like_params(cfg):
 def torch_model(cfg, seed=0):
   """The reference model, every weight random (pos_emb, biases, LN and C all matter)."""
   torch.manual_seed(seed)
-  m = torch_a5.GPT(interop.gpt_config(cfg))
+  m = torch_a5.GPT(torch_a5.gpt_config(cfg))
   with torch.no_grad():
     for name, p in m.named_parameters():
       p.normal_(0.0, 0.2)
@@ -100,7 +103,7 @@ def test_greedy_decoding_matches_reference_sample(saved):
 
 
 def test_reference_loss_is_birthjax_loss(saved):
-  from birthjax import loss
+  from birthjax.model import loss
   cfg, m, _, params = saved
   idx, y = tokens(cfg, 3, cfg.block_size, 2), tokens(cfg, 3, cfg.block_size, 3)
   y[:, :5] = 0  # PAD targets are ignored by both
@@ -118,7 +121,7 @@ def test_export_strict_loads_and_matches(variant, tmp_path):
   params = jax.tree.map(lambda s: rng.normal(0.0, 0.2, s.shape).astype(np.float32),
                         like_params(cfg))
   sd = interop.params_to_torch(params, cfg)
-  m = torch_a5.GPT(interop.gpt_config(cfg)).eval()
+  m = torch_a5.GPT(torch_a5.gpt_config(cfg)).eval()
   assert list(sd) == list(m.state_dict())  # the reference's names, in its order
   for k, v in m.state_dict().items():  # mask buffers equal the reference's own
     if k.endswith(".mask"):
@@ -193,7 +196,7 @@ def test_unreadable_files_are_user_errors(tmp_path):
                                        (dict(variant="perceiver", bottleneck_dim=64), 3339776)])
 def test_a5_names_map_one_to_one(kw, count):
   cfg = model.ModelConfig(vocab_size=256, **kw)  # 4 layers, 8 heads, 256 dims, block 128
-  m = torch_a5.GPT(interop.gpt_config(cfg))
+  m = torch_a5.GPT(torch_a5.gpt_config(cfg))
   sd = m.state_dict()
   like = flax.traverse_util.flatten_dict(like_params(cfg))
   shapes = {interop.torch_key(p): (tuple(v.shape)[::-1] if p[-1] == "kernel" else tuple(v.shape))
@@ -223,7 +226,7 @@ def test_cli_export_of_an_orbax_checkpoint(tmp_path, capsys):
                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
   assert r.returncode == 0, r.stderr
   assert "perceiver" in r.stdout
-  m = torch_a5.GPT(interop.gpt_config(cfg)).eval()
+  m = torch_a5.GPT(torch_a5.gpt_config(cfg)).eval()
   m.load_state_dict(torch.load(out, weights_only=True), strict=True)
   idx = tokens(cfg, 3, cfg.block_size)
   assert np.abs(torch_logits(m, idx) - jax_logits(cfg, params, idx)).max() <= 1e-4
@@ -256,8 +259,8 @@ def test_missing_torch_is_a_user_error(monkeypatch, tmp_path):
 def test_dev_answers_match_the_reference_evaluation(synthetic_dir):
   """decode.predict on real dev questions == the reference run.py evaluate loop
   (sample 32 greedy characters, answer = completion.split(MASK)[1]) on the same weights."""
-  from birthjax import corpus
-  from birthjax.vocab import MASK_CHAR, Vocab
+  from birthjax.data import corpus
+  from birthjax.data.vocab import MASK_CHAR, Vocab
   vocab = Vocab.from_documents(corpus.read_wiki(synthetic_dir))
   questions = corpus.read_eval(synthetic_dir, corpus.DEV)[0][:12]
   cfg = model.ModelConfig(vocab_size=len(vocab), n_layer=2, n_head=2, n_embd=32, block_size=48)

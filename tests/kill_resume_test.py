@@ -27,7 +27,9 @@ import jax
 import numpy as np
 import pytest
 
-from birthjax import checkpoint, model, run
+from birthjax.train import checkpoint
+from birthjax.model import model
+from birthjax import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "configs"))

@@ -34,7 +34,9 @@ import os
 
 import pytest
 
-from birthjax import metrics, run, synthetic
+from birthjax.train import metrics
+from birthjax import run
+from birthjax.data import synthetic
 from tests.run_test import ROOT  # noqa: F401  (configs on sys.path)
 import vanilla  # noqa: E402
 

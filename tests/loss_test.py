@@ -1,4 +1,4 @@
-"""Tests for birthjax.loss: PAD-masked cross-entropy, hand-worked."""
+"""Tests for birthjax.model.loss: PAD-masked cross-entropy, hand-worked."""
 import math
 import os
 import sys
@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birthjax import loss
-from birthjax.vocab import PAD
+from birthjax.model import loss
+from birthjax.data.vocab import PAD
 
 # jitted once per shape: much cheaper than op-by-op on a busy CPU
 CE_SUM = jax.jit(loss.cross_entropy_sum)

@@ -1,4 +1,4 @@
-"""Tests for birthjax.model: the A5 GPT's parameters, init, numerics (vs numpy), causality, dropout."""
+"""Tests for birthjax.model.model: the A5 GPT's parameters, init, numerics (vs numpy), causality, dropout."""
 import dataclasses
 import math
 import os
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import layers, model
+from birthjax.model import layers, model
 
 TINY = model.ModelConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=32, block_size=16)
 

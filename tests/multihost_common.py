@@ -2,7 +2,9 @@
 import jax
 import numpy as np
 
-from birthjax import model, sharding, train
+from birthjax.model import model
+from birthjax import sharding
+from birthjax.train import train
 
 CFG = model.ModelConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=16, block_size=16,
                         dropout=0.1, deterministic=False)

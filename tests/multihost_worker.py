@@ -18,7 +18,9 @@ jax.config.update("jax_platforms", "cpu")
 def main(process_id: int, port: int, out_dir: str):
   jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process_id)
   import numpy as np
-  from birthjax import checkpoint, model, sharding, train
+  from birthjax.train import checkpoint, train
+  from birthjax.model import model
+  from birthjax import sharding
   from tests import multihost_common as common
 
   mesh = sharding.make_mesh()

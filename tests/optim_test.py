@@ -1,4 +1,4 @@
-"""Tests for birthjax.optim (A5 lr schedule, weight-decay masks, clipped AdamW) and train.train_step."""
+"""Tests for birthjax.train.optim (A5 lr schedule, weight-decay masks, clipped AdamW) and train.train_step."""
 import dataclasses
 import math
 import os
@@ -13,7 +13,9 @@ import numpy as np
 import optax
 import pytest
 
-from birthjax import loss, model, optim, sharding, train
+from birthjax.model import loss, model
+from birthjax.train import optim, train
+from birthjax import sharding
 
 # The A5 pretraining settings: warmup 512*20 tokens, final 200 * len(dataset) * block_size.
 WARM, FINAL = 10240, 200 * 2938 * 128

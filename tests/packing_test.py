@@ -6,9 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birthjax import device_epoch as de
-from birthjax import loss, model, records, sharding, train
-from birthjax.vocab import MASK, PAD
+from birthjax.train import device_epoch as de
+from birthjax.model import loss, model
+from birthjax.data import records
+from birthjax import sharding
+from birthjax.train import train
+from birthjax.data.vocab import MASK, PAD
 
 _pack = jax.jit(de.pack, static_argnums=3)
 

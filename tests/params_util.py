@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birthjax import model
+from birthjax.model import model
 
 
 def random_params(cfg, scale, seed=0):

@@ -1,4 +1,4 @@
-"""Tests for birthjax.perceiver: the A5 Perceiver and Perceiver-AR (params, init, masks,
+"""Tests for birthjax.model.perceiver: the A5 Perceiver and Perceiver-AR (params, init, masks,
 numerics vs numpy, input dependence by gradients, training window, decoding, train step)."""
 import dataclasses
 import math
@@ -13,8 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import decode, model, perceiver, sharding, train
-from birthjax.vocab import PAD
+from birthjax.infer import decode
+from birthjax.model import model, perceiver
+from birthjax import sharding
+from birthjax.train import train
+from birthjax.data.vocab import PAD
 from tests.params_util import random_params
 
 M = 4

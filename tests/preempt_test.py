@@ -1,4 +1,4 @@
-"""Preemption (birthjax/preempt.py): `python main.py ...` sent SIGTERM or SIGINT mid-training
+"""Preemption (birthjax/train/preempt.py): `python main.py ...` sent SIGTERM or SIGINT mid-training
 finishes the epoch in flight, saves it, prints one line and exits 143 / 130; the same command
 then resumes from exactly that step and ends bitwise equal (CPU) to an uninterrupted run. A
 second SIGTERM right after the first (during the save) still leaves a checkpoint to resume.

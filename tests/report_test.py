@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from birthjax import report
+from birthjax.tools import report
 from birthjax.errors import UserError
 
 
 def write_events(directory, suffix, scalars, tensor=False):
-  """scalars: [(tag, step, value)] through tensorboardX, as birthjax.metrics writes them
+  """scalars: [(tag, step, value)] through tensorboardX, as birthjax.train.metrics writes them
   (simple_value), or as torch's and TF 2's writers do (a one-element float tensor)."""
   from tensorboardX import FileWriter, SummaryWriter
   from tensorboardX.proto import summary_pb2, tensor_pb2

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax import checkpoint, model, run
+from birthjax.train import checkpoint
+from birthjax.model import model
+from birthjax import run
 from birthjax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,9 +218,9 @@ def test_tensorflow_is_never_imported(full_run):
 
 
 def test_ask_answers_as_evaluation_did(full_run):
-  """birthjax.ask on a finished run: the same answers and confidences as its dev predictions;
+  """birthjax.tools.ask on a finished run: the same answers and confidences as its dev predictions;
   a question it cannot ask is one error line, the others are still answered."""
-  from birthjax import ask
+  from birthjax.tools import ask
   workdir, _, _ = full_run
   with open(os.path.join(workdir, "dev.predictions.tsv")) as f:
     rows = [l.rstrip("\n").split("\t") for l in f][1:4]  # question, prediction, gold, conf, in corpus
@@ -252,10 +254,10 @@ def test_ask_reads_standard_input(full_run):
 
 
 def test_curve_point_is_the_run_itself_and_resumes(full_run, monkeypatch):
-  """birthjax.curve on the run (keep_every=2: epoch 2, step 10, is kept): finetuning from the
+  """birthjax.tools.curve on the run (keep_every=2: epoch 2, step 10, is kept): finetuning from the
   kept checkpoint with the run's settings is the run's own finetune, so the point's dev
   result is the run's results.json; the rerun recomputes nothing."""
-  from birthjax import curve
+  from birthjax.tools import curve
   workdir, _, results = full_run
   assert curve.kept_points(workdir) == [(2, 10)]
   points = curve.curve(workdir)

@@ -1,4 +1,4 @@
-"""Tests for birthjax.synthetic (pure Python, no JAX)."""
+"""Tests for birthjax.data.synthetic (pure Python, no JAX)."""
 import collections
 import os
 import re
@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import pytest
 
-from birthjax import synthetic
+from birthjax.data import synthetic
 
 FILES = ("wiki.txt", "birth_places_train.tsv", "birth_dev.tsv", "birth_test_inputs.tsv")
 QUESTION = re.compile(r"^Where was ([A-Za-z]+ [A-Za-z]+) born\?$")

@@ -1,10 +1,10 @@
-"""Tests for birthjax.vocab: PAD=0, MASK=1, then the sorted distinct characters of wiki.txt."""
+"""Tests for birthjax.data.vocab: PAD=0, MASK=1, then the sorted distinct characters of wiki.txt."""
 import numpy as np
 import pytest
 
-from birthjax import corpus
+from birthjax.data import corpus
 from birthjax.errors import UserError
-from birthjax.vocab import MASK, MASK_CHAR, PAD, PAD_CHAR, Vocab
+from birthjax.data.vocab import MASK, MASK_CHAR, PAD, PAD_CHAR, Vocab
 
 
 def test_special_symbols():

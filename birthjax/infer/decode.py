@@ -25,7 +25,7 @@ sharded on the mesh's 'data' axis; each whole decode is one jitted call):
   at its own position, attending to its cached positions. Positions are absolute, so this
   cannot follow the reference's crop: only rows that never need it (prompt_len + steps - 1
   <= block_size) take this path, the others the full recompute. Its layout (a shared
-  prefix, length groups, a cache in parts) is `birthjax.kv_cache`'s.
+  prefix, length groups, a cache in parts) is `birthjax.infer.kv_cache`'s.
 
 Both paths compute the reference's logits up to float rounding (sums over different
 lengths or in another order), so greedy tokens agree except at exact near-ties.
@@ -42,8 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birthjax import examples, kv_cache, loss, model, sharding
-from birthjax.vocab import MASK, Vocab
+from birthjax.data import examples
+from birthjax.infer import kv_cache
+from birthjax.model import loss, model
+from birthjax import sharding
+from birthjax.data.vocab import MASK, Vocab
 
 
 # ----------------------------------------------------------------------------- full recompute

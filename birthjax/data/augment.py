@@ -33,9 +33,9 @@ This module builds the pretraining records of the augmented recipe instead:
   in, k times each an epoch, encoded exactly as examples.qa_example.
 
 Records are tuples: (DOC, window ids, name length to keep visible), (CROP, document ids,
-name length, word starts) or (QA, question ids, answer ids); birthjax.records turns them
+name length, word starts) or (QA, question ids, answer ids); birthjax.data.records turns them
 into the rows of a table (a crop's word start drawn once an epoch) and the engine
-(birthjax.device_epoch) span-corrupts and shifts them on the device. Document and QA
+(birthjax.train.device_epoch) span-corrupts and shifts them on the device. Document and QA
 records are interleaved evenly (so an unshuffled epoch mixes them too).
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ import re
 
 import numpy as np
 
-from birthjax.vocab import Vocab
+from birthjax.data.vocab import Vocab
 
 DOC, QA, CROP = 0, 1, 2
 MAX_TITLE = 60  # characters: a longer "title" is not a name

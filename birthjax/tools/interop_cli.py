@@ -1,6 +1,6 @@
 """`python -m birthjax.interop export CKPT_DIR --out=FILE.params [--config=configs/X.py[:preset]]`:
 the latest parameters of an orbax stage folder as a `.params` file the A5 reference loads
-(birthjax.interop does the conversion). The model config comes from the checkpoint's meta,
+(birthjax.model.interop does the conversion). The model config comes from the checkpoint's meta,
 or from --config for checkpoints whose meta lacks it (then both must agree).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from birthjax.errors import UserError
-from birthjax.interop import MODEL_FIELDS, _torch, gpt_config, save_torch_file
+from birthjax.model.interop import MODEL_FIELDS, _torch, save_torch_file
 
 
 def _config_model(spec: str) -> dict:
@@ -35,7 +35,7 @@ def _config_model(spec: str) -> dict:
 
 
 def _model_cfg(fields: dict, where: str):
-  from birthjax.layers import ModelConfig
+  from birthjax.model.layers import ModelConfig
   missing = [k for k in MODEL_FIELDS if k not in fields]
   if missing:
     raise UserError(f"the model config lacks {', '.join(missing)}", where,
@@ -50,7 +50,8 @@ def export(ckpt_dir: str, out: str, config: str | None = None) -> str:
   """Write the latest parameters of an orbax stage folder as a reference `.params` file."""
   _torch()  # fail before the slow restore
   import jax
-  from birthjax import checkpoint, model
+  from birthjax.train import checkpoint
+  from birthjax.model import model
   d = os.path.abspath(ckpt_dir)
   if os.path.isdir(os.path.join(d, "checkpoints")):  # a workdir, not a stage folder
     raise UserError("no checkpoint found (this is a workdir)", d, "pass a stage folder inside it, "
@@ -62,8 +63,7 @@ def export(ckpt_dir: str, out: str, config: str | None = None) -> str:
   try:
     if ckpts.latest_step() is None:
       raise UserError("no checkpoint found", d, fix)
-    latest_meta = getattr(ckpts, "latest_meta", None)  # the newest readable meta
-    meta = latest_meta() if latest_meta else ckpts.meta()
+    meta = ckpts.latest_meta()  # the newest readable meta
   finally:
     ckpts.close()
   fields = meta.get("model") if isinstance(meta, dict) else None
@@ -81,7 +81,8 @@ def export(ckpt_dir: str, out: str, config: str | None = None) -> str:
     raise UserError("the checkpoint's meta has no model config", d,
                     "pass --config=configs/X.py[:preset] of the run that wrote it")
   cfg = _model_cfg(fields, d if config is None else config)
-  gpt_config(cfg)  # a variant the reference has, before the slow restore
+  from birthjax.tools import torch_a5  # torch is there: checked above
+  torch_a5.gpt_config(cfg)  # a variant the reference has, before the slow restore
   dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   shapes = jax.eval_shape(model.build(cfg).init, jax.random.key(0),
                           jax.ShapeDtypeStruct((1, cfg.block_size), jax.numpy.int32))["params"]

@@ -38,10 +38,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from birthjax import attention
-from birthjax.layers import MLP, Attention, Block, LayerNorm, ModelConfig, compute_dtype
-from birthjax.model import embed, head
-from birthjax.vocab import PAD
+from birthjax.model import attention
+from birthjax.model.layers import MLP, Attention, Block, LayerNorm, ModelConfig, compute_dtype, embed, head
+from birthjax.data.vocab import PAD
 
 
 def torch_xavier_uniform(key, shape, dtype=jnp.float32):

@@ -1,13 +1,13 @@
 """The training engine: a whole epoch of a stage is one compiled program.
 
-A stage's records are one table of arrays on the device (birthjax.records: the text to
+A stage's records are one table of arrays on the device (birthjax.data.records: the text to
 span-corrupt, or a whole QA sequence, and how to draw from it). One jitted call runs an
 epoch: its order (a permutation when `shuffle`), each example built with jax.random,
 packing, batching and every train step, a `lax.scan` over the epoch's steps; the host
 reads the metrics back once per epoch, and checkpoints fall on epoch boundaries.
 
 * example k of epoch e is record order[k]; its draws come from the key
-  fold_in(corruption key of e, record), with the reference's ranges (birthjax.examples):
+  fold_in(corruption key of e, record), with the reference's ranges (birthjax.data.examples):
   truncated length n, masked length m, masked start p (`draws`), then `corrupt` builds
   `doc[:p] MASK doc[p+m:n] MASK doc[p:p+m] PAD...`; a QA row is taken as it is, its
   targets before the question's last character PAD; a row with `shift` starts 0..shift
@@ -33,8 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birthjax import examples, sharding, train
-from birthjax.vocab import MASK, PAD
+from birthjax.data import examples
+from birthjax import sharding
+from birthjax.train import train
+from birthjax.data.vocab import MASK, PAD
 
 
 # ----------------------------------------------------------------------------- examples
@@ -64,7 +66,7 @@ def corrupt(doc_C, n, m, p, block_size: int):
 
 
 def example(key, row: dict, fill, fill_lens, block_size: int):
-  """(x, y) of one table row (birthjax.records); `fill` [F, T] fillers (F = 0: PAD)."""
+  """(x, y) of one table row (birthjax.data.records); `fill` [F, T] fillers (F = 0: PAD)."""
   n, m, p = draws(key, row["lens"], block_size, row["trunc"], row["keep"])
   xc, yc = corrupt(row["ids"], n, m, p, block_size)
   s = jnp.where(row["qa"], row["ids"][:block_size], jnp.concatenate([xc, yc[-1:]]))
@@ -257,5 +259,5 @@ def compile_epoch(mesh, plan: Plan, *, model_cfg, opt: tuple, base_lr: float, sc
 
 
 def data_key(seed: int):
-  """The key of the data stream; dropout uses jax.random.key(seed) (birthjax.train)."""
+  """The key of the data stream; dropout uses jax.random.key(seed) (birthjax.train.train)."""
   return jax.random.fold_in(jax.random.key(seed), 0x7FFFFFFF)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from birthjax import model
+from birthjax.model import model
 
 VARIANTS = ("vanilla", "perceiver", "perceiver_ar")
 
@@ -104,7 +104,7 @@ def sweep_table(results, batch: int = 1, m: int = 32, n_layer: int = 4, n_embd: 
 
 def plot_sweep(results, title: str):
   """Log-log FLOPs vs l: measured as markers, closed form as lines, one colour per variant;
-  returns the figure (birthjax.analysis saves it)."""
+  returns the figure (birthjax.tools.analysis saves it)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from birthjax.vocab import PAD
+from birthjax.data.vocab import PAD
 
 
 def cross_entropy_sum(logits_BxTxV, targets_BxT):

@@ -1,4 +1,4 @@
-"""A stage's records as one table of arrays: what the training engine (birthjax.device_epoch)
+"""A stage's records as one table of arrays: what the training engine (birthjax.train.device_epoch)
 builds every example from, on the device.
 
 One row a record, every array [N] or [N, T] (T = block_size):
@@ -16,15 +16,15 @@ last ids fill a shift (F = 0: PAD fills it).
 
 The faithful recipe's pretraining table is the wiki.txt documents (cut to 7/8 block_size,
 the most the truncation keeps), its finetuning table the train questions. The augmented
-recipe's (`pretrain.augment`, birthjax.augment) is built on the host, once, or once an
+recipe's (`pretrain.augment`, birthjax.data.augment) is built on the host, once, or once an
 epoch when it has crops (a crop starts at a random word, drawn from (seed, epoch)).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from birthjax import augment, examples
-from birthjax.vocab import PAD
+from birthjax.data import augment, examples
+from birthjax.data.vocab import PAD
 
 FIELDS = ("ids", "lens", "keep", "trunc", "qa", "shift")
 
@@ -79,7 +79,7 @@ def finetune(pairs, block_size: int) -> dict:
 
 
 def augmented(documents, finetune_pairs, vocab, aug, block_size: int, seed: int, epoch: int):
-  """The augmented recipe's table of one epoch (birthjax.augment.pretrain_records)."""
+  """The augmented recipe's table of one epoch (birthjax.data.augment.pretrain_records)."""
   shift = aug.get("shift", 0)
   rng = np.random.default_rng([seed, epoch])  # the crops' word starts
   rows = []

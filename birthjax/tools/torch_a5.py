@@ -23,7 +23,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["GPTConfig", "CausalSelfAttention", "CausalCrossAttention", "Block",
+from birthjax.errors import UserError
+
+__all__ = ["GPTConfig", "gpt_config", "CausalSelfAttention", "CausalCrossAttention", "Block",
            "DownProjectBlock", "UpProjectBlock", "GPT", "sample", "top_k_logits"]
 
 
@@ -221,3 +223,16 @@ def sample(model, x, steps, temperature=1.0, sample=False, top_k=None):
       _, ix = torch.topk(probs, k=1, dim=-1)
     x = torch.cat((x, ix), dim=1)
   return x
+
+
+def gpt_config(model_cfg):
+  """The reference's GPTConfig of a birthjax 'vanilla' or 'perceiver' ModelConfig."""
+  if model_cfg.variant not in ("vanilla", "perceiver"):
+    raise UserError(f"the A5 reference has no {model_cfg.variant!r} model", "model.variant",
+                    "use a 'vanilla' or 'perceiver' model (Perceiver-AR exists only in birthjax)")
+  perceiver = model_cfg.variant == "perceiver"
+  return GPTConfig(model_cfg.vocab_size, model_cfg.block_size, model_cfg.n_layer,
+                   model_cfg.n_head, model_cfg.n_embd, embd_pdrop=model_cfg.dropout,
+                   resid_pdrop=model_cfg.dropout, attn_pdrop=model_cfg.dropout,
+                   perceiver=perceiver,
+                   bottleneck_dim=model_cfg.bottleneck_dim if perceiver else None)

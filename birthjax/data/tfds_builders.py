@@ -1,6 +1,6 @@
 """TFDS builder that writes the four A5-format files to ArrayRecord, read back with tfds.data_source.
 
-The files are parsed by `birthjax.corpus` (the reference's rules); the builder stores the
+The files are parsed by `birthjax.data.corpus` (the reference's rules); the builder stores the
 parsed records in file order (`disable_shuffling=True`). The build happens once, into a
 cache folder keyed by the SHA-256 of the four files, so an edited file is rebuilt and an
 unchanged one is reused. A build is published by renaming a finished private folder, with a
@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 import tensorflow_datasets as tfds
 
-from birthjax import corpus
+from birthjax.data import corpus
 
 SPLITS = {"wiki": corpus.WIKI, "train": corpus.TRAIN, "dev": corpus.DEV, "test": corpus.TEST}
 

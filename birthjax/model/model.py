@@ -14,32 +14,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from birthjax import attention
-from birthjax.layers import Block, Dense, Dropout, LayerNorm, ModelConfig, compute_dtype, init_normal
+from birthjax.model import attention
+from birthjax.model import perceiver
+from birthjax.model.layers import Block, ModelConfig, embed, head
 
 __all__ = ["ModelConfig", "GPT", "build", "init_params", "param_count", "VARIANTS"]
-
-
-def embed(module: nn.Module, cfg: ModelConfig, idx_BxT, positions_BxT=None):
-  """Token + learned position embeddings (positions 0..T-1, or given), then dropout.
-
-  Called inside a variant's compact __call__, so `tok_emb` and `pos_emb` are top-level
-  parameters of every variant, as in the reference. The sum is taken in float32 and is
-  the residual stream, in the compute dtype.
-  """
-  tok_BxTxD = nn.Embed(cfg.vocab_size, cfg.n_embd, embedding_init=init_normal,
-                       param_dtype=jnp.float32, name="tok_emb")(idx_BxT)
-  pos_1xLxD = module.param("pos_emb", nn.initializers.zeros, (1, cfg.block_size, cfg.n_embd))
-  pos = pos_1xLxD[:, :idx_BxT.shape[1]] if positions_BxT is None else pos_1xLxD[0][positions_BxT]
-  return Dropout(cfg)((tok_BxTxD + pos).astype(compute_dtype(cfg)))
-
-
-def head(cfg: ModelConfig, x_BxTxD):
-  """Final LayerNorm and the bias-free Linear head. The logits are float32 in any compute
-  dtype: in bfloat16 the head's matmul (bf16 inputs) accumulates into float32."""
-  dt = compute_dtype(cfg)
-  return Dense(cfg.vocab_size, "head", use_bias=False, dtype=dt, out_dtype=jnp.float32)(
-      LayerNorm("ln_f", dt)(x_BxTxD))
 
 
 class GPT(nn.Module):
@@ -62,7 +41,6 @@ class GPT(nn.Module):
 
 
 def _variants():
-  from birthjax import perceiver
   return {"vanilla": GPT, "perceiver": perceiver.Perceiver, "perceiver_ar": perceiver.PerceiverAR}
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 
-from birthjax import vocab
+from birthjax.data import vocab
 from birthjax.errors import UserError
 
 WIKI = "wiki.txt"

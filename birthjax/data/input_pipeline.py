@@ -1,6 +1,6 @@
 """From the data folder to encoded records: the four files checked, read through TFDS
-(birthjax.tfds_builders), encoded with the wiki.txt vocabulary. birthjax.records turns them
-into the tables the training engine (birthjax.device_epoch) builds its examples from.
+(birthjax.data.tfds_builders), encoded with the wiki.txt vocabulary. birthjax.data.records turns them
+into the tables the training engine (birthjax.train.device_epoch) builds its examples from.
 """
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from birthjax import corpus, synthetic, tfds_builders
+from birthjax.data import corpus, synthetic, tfds_builders
 from birthjax.errors import UserError
-from birthjax.vocab import Vocab
+from birthjax.data.vocab import Vocab
 
 
 @dataclasses.dataclass

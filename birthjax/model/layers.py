@@ -10,20 +10,19 @@ on, q/k/v, attention and MLP outputs) are bfloat16; parameters (param_dtype), he
 gradients, optimizer state and checkpoints, stay float32, and so are computed: the token +
 position sum (cast once), LayerNorm (flax: float32 statistics, result cast to `dtype`),
 GELU (cast up and down), Dense biases (added to the matmul's result in float32, see
-_MixedDense), attention scores and softmax (birthjax.attention), the logits (the head's
+_MixedDense), attention scores and softmax (birthjax.model.attention), the logits (the head's
 matmul accumulates into float32: bf16 logits would tie) and the loss. 'float32' is the
 reference's arithmetic, unchanged (the same compiled programs).
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from birthjax import attention
+from birthjax.model import attention
 
 init_normal = nn.initializers.normal(stddev=0.02)
 DTYPES = ("float32", "bfloat16")
@@ -38,7 +37,7 @@ class ModelConfig:
   n_embd: int = 256
   block_size: int = 128
   dropout: float = 0.1
-  dropout_rng: str = "threefry"  # 'threefry' | 'hash' (birthjax.fastrng): how dropout bits are drawn
+  dropout_rng: str = "threefry"  # 'threefry' | 'hash' (birthjax.model.fastrng): how dropout bits are drawn
   bottleneck_dim: int = 64  # m: latents of the perceiver variants
   deterministic: bool = True  # False while training (dropout on)
   dtype: str = "float32"  # 'float32' | 'bfloat16': compute dtype (parameters stay float32)
@@ -104,7 +103,7 @@ def Dropout(cfg: ModelConfig):
 class Attention(nn.Module):
   """Multi-head attention: queries from x_q, keys/values from x_kv, any [Q, K] mask.
 
-  (Decoding with a KV cache, birthjax.decode, applies these same submodules to cached keys.)
+  (Decoding with a KV cache, birthjax.infer.decode, applies these same submodules to cached keys.)
   """
   cfg: ModelConfig
 
@@ -150,3 +149,25 @@ class Block(nn.Module):
     x_BxQxD = x_BxQxD + Attention(self.cfg, name="attn")(h_q, h_kv, mask_QxK)
     x_BxQxD = x_BxQxD + MLP(self.cfg, name="mlp")(LayerNorm("ln2", dt)(x_BxQxD))
     return x_BxQxD
+
+
+def embed(module: nn.Module, cfg: ModelConfig, idx_BxT, positions_BxT=None):
+  """Token + learned position embeddings (positions 0..T-1, or given), then dropout.
+
+  Called inside a variant's compact __call__, so `tok_emb` and `pos_emb` are top-level
+  parameters of every variant, as in the reference. The sum is taken in float32 and is
+  the residual stream, in the compute dtype.
+  """
+  tok_BxTxD = nn.Embed(cfg.vocab_size, cfg.n_embd, embedding_init=init_normal,
+                       param_dtype=jnp.float32, name="tok_emb")(idx_BxT)
+  pos_1xLxD = module.param("pos_emb", nn.initializers.zeros, (1, cfg.block_size, cfg.n_embd))
+  pos = pos_1xLxD[:, :idx_BxT.shape[1]] if positions_BxT is None else pos_1xLxD[0][positions_BxT]
+  return Dropout(cfg)((tok_BxTxD + pos).astype(compute_dtype(cfg)))
+
+
+def head(cfg: ModelConfig, x_BxTxD):
+  """Final LayerNorm and the bias-free Linear head. The logits are float32 in any compute
+  dtype: in bfloat16 the head's matmul (bf16 inputs) accumulates into float32."""
+  dt = compute_dtype(cfg)
+  return Dense(cfg.vocab_size, "head", use_bias=False, dtype=dt, out_dtype=jnp.float32)(
+      LayerNorm("ln_f", dt)(x_BxTxD))

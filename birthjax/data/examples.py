@@ -1,5 +1,5 @@
 """The reference's example rules: span corruption's ranges (the draws themselves are made on
-the device, birthjax.device_epoch), the QA example and the decoding prompt.
+the device, birthjax.train.device_epoch), the QA example and the decoding prompt.
 
 Examples are x = s[:-1] and y = s[1:] for a sequence s of block_size ids (so block_size - 1
 positions); y == PAD is ignored by the loss.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from birthjax.vocab import MASK, PAD
+from birthjax.data.vocab import MASK, PAD
 
 
 def truncation_range(block_size: int) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 state = {'params', 'opt_state', 'step', 'tokens'}; `tokens` counts the target positions of
 real rows (PAD included, as the reference counts them) and drives the lr schedule.
 The step's dropout key is fold_in(seed_key, step), so a resumed run sees the same keys;
-with model.dropout_rng='hash' its bits come from birthjax.fastrng.
+with model.dropout_rng='hash' its bits come from birthjax.model.fastrng.
 """
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from birthjax import fastrng, loss, model, optim, perceiver, sharding
+from birthjax.model import fastrng, loss, model, perceiver
+from birthjax.train import optim
+from birthjax import sharding
 
 
 def init_state(params, tx) -> dict:

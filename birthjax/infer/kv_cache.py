@@ -1,4 +1,4 @@
-"""Greedy decoding of the vanilla GPT with a KV cache (birthjax.decode's default path for
+"""Greedy decoding of the vanilla GPT with a KV cache (birthjax.infer.decode's default path for
 rows that need no crop), laid out for a CPU, where it is bound by reading the cache:
 
 * the prompts' common prefix ("Where was ") runs once and is one cache part (batch 1) that
@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birthjax import attention, loss, model, sharding
-from birthjax.layers import MLP, Dense, LayerNorm, ModelConfig, compute_dtype
+from birthjax.model import attention, layers, loss
+from birthjax import sharding
+from birthjax.model.layers import MLP, Dense, LayerNorm, ModelConfig, compute_dtype
 
 
 def round_up(x: int, q: int) -> int:
@@ -95,7 +96,7 @@ class _Embed(nn.Module):
 
   @nn.compact
   def __call__(self, idx, pos):
-    return model.embed(self, self.cfg, idx, pos)
+    return layers.embed(self, self.cfg, idx, pos)
 
 
 class _Head(nn.Module):
@@ -103,18 +104,18 @@ class _Head(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return model.head(self.cfg, x)
+    return layers.head(self.cfg, x)
 
 
 def _embed(params, c: ModelConfig, idx, pos):
-  """model.embed (no dropout) with the GPT's tok_emb and pos_emb, at positions `pos`."""
+  """layers.embed (no dropout) with the GPT's tok_emb and pos_emb, at positions `pos`."""
   p = {k: params[k] for k in ("tok_emb", "pos_emb")}
   return _Embed(dataclasses.replace(c, deterministic=True)).apply(
       {"params": p}, idx, jnp.minimum(pos, c.block_size - 1))
 
 
 def _head(params, c: ModelConfig, x):
-  """model.head with the GPT's ln_f and head."""
+  """layers.head with the GPT's ln_f and head."""
   return _Head(c).apply({"params": {k: params[k] for k in ("ln_f", "head")}}, x)
 
 

@@ -1,0 +1,1 @@
+"""Inference: greedy decoding (recompute or KV cache), confidences, scoring and predictions."""
