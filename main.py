@@ -84,7 +84,9 @@ def main(argv):
     flag_error(e)
   from birthjax.train.preempt import Preempted
   try:
-    run.run(config, flags.FLAGS.workdir or default_workdir())
+    command = {"config": config_flags.get_config_filename(flags.FLAGS["config"]),
+               "overrides": [a for a in sys.argv[1:] if a.startswith("--config.")]}
+    run.run(config, flags.FLAGS.workdir or default_workdir(), command)
   except UserError as e:
     print(e.line(), file=sys.stderr)
     sys.exit(1)

@@ -19,7 +19,7 @@ import numpy as np
 from birthjax.train import checkpoint, compile_cache, device_epoch
 from birthjax.infer import decode, evaluate
 from birthjax import files
-from birthjax.data import input_pipeline, records
+from birthjax.data import input_pipeline, records, subsets
 from birthjax.train import metrics, preempt, train
 from birthjax.model import model
 from birthjax import sharding
@@ -89,6 +89,13 @@ def check_resumable(stages, config, workdir, data, source):
     source = stage
 
 
+def stage_schedule(c, data) -> tuple:
+  """The lr schedule's settings; with data.people the token counts scale by the share of
+  documents kept, so the lr follows the same curve over epochs as on the whole data."""
+  return (("warmup_tokens", c.warmup_tokens * data.share),
+          ("final_tokens", c.final_tokens * data.share), ("clamp", c.clamp_schedule))
+
+
 @dataclasses.dataclass
 class StageProgram:
   """What a training stage runs: its compiled epoch, the plan, and its record tables."""
@@ -113,8 +120,7 @@ def stage_program(stage, config, data, mesh) -> StageProgram:
   if pack:
     plan = device_epoch.choose_rows(plan, table_of(0), data_key, mesh.size)
   opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
-  schedule = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens),
-              ("clamp", c.clamp_schedule))
+  schedule = stage_schedule(c, data)
   epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_config(config, deterministic=False),
                                         opt=opt, base_lr=c.learning_rate, schedule=schedule,
                                         scan=config.get("epoch_scan", True))
@@ -202,7 +208,7 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
     path = os.path.join(workdir, f"{split}.predictions")
     if main_process:
       evaluate.write_predictions(path, preds)
-      in_corpus = evaluate.name_in_corpus([evaluate.name_of(q) for q in questions], documents)
+      in_corpus = evaluate.name_in_corpus([subsets.name_of(q) for q in questions], documents)
       evaluate.write_predictions_tsv(path + ".tsv", questions, preds, answers, conf, in_corpus)
     if answers is None:
       print(f"{split}: predictions written to {path}; no targets provided")
@@ -224,12 +230,16 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
 
 
 # ----------------------------------------------------------------------------- driver
-def write_config(config, workdir):
+def write_config(config, workdir, command=None):
+  """W/config.json (the whole config) and, given, W/command.json (the config file and the
+  --config overrides as typed: what birthjax.compare names a run by)."""
   if jax.process_index() == 0:
     files.atomic_write(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+    if command is not None:
+      files.atomic_write(os.path.join(workdir, "command.json"), json.dumps(command, indent=2) + "\n")
 
 
-def run(config, workdir: str):
+def run(config, workdir: str, command=None):
   # bad input fails here, with one UserError, before a model is built or the workdir written
   validate(config)
   stages = parse_stages(config.stages)
@@ -269,7 +279,7 @@ def run(config, workdir: str):
     current, _ = checkpoint.restore_params(finetuned, params)
   print(f"number of parameters: {model.param_count(params)}")
   if not stages:
-    write_config(config, workdir)
+    write_config(config, workdir, command)
     return None
   data = input_pipeline.load(config.data, config.model.block_size)
   if len(data.vocab) > config.model.vocab_size:
@@ -277,7 +287,7 @@ def run(config, workdir: str):
                     f"model.vocab_size={config.model.vocab_size}", data.data_dir,
                     f"set --config.model.vocab_size={len(data.vocab)} or more")
   check_resumable(stages, config, workdir, data, source)
-  write_config(config, workdir)  # only once the workdir's checkpoints are known to fit it
+  write_config(config, workdir, command)  # only once the workdir's checkpoints are known to fit it
   with preempt.Watch() as watch:  # from here a SIGTERM / SIGINT stops training after an epoch
     for stage in stages:
       if stage in ("pretrain", "finetune"):

@@ -43,6 +43,11 @@ def get_config(preset=None):
       synthetic_seed=0,  # the synthetic world: its seed and number of people
       synthetic_people=600,  # questions: 2/3 train, 1/6 dev, 1/6 test
       synthetic_phrasings=0,  # how many biography phrasings (most direct first); 0: all 7
+      # birthjax/data/subsets.py: a fixed subset of the people (their lines and questions;
+      # 0: all), the stages' token counts scaled to match; and train questions held out as 'val'
+      people=0,
+      val_questions=0,  # chosen by val_seed, not by the run's seed
+      val_seed=0,
   ))
   c.model = ml_collections.ConfigDict(dict(
       variant="vanilla",  # 'vanilla' | 'perceiver' (A5) | 'perceiver_ar'

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from birthjax.data import subsets
 from birthjax.infer import decode, evaluate
 from birthjax.model import model
 from birthjax import run
@@ -121,8 +122,8 @@ def test_abstain_and_summary():
 
 
 def test_names_and_tsv(tmp_path):
-  assert evaluate.name_of("Where was Ada Lovelace born?") == "Ada Lovelace"
-  assert evaluate.name_of("Who is Kim?") == "Who is Kim"
+  assert subsets.name_of("Where was Ada Lovelace born?") == "Ada Lovelace"
+  assert subsets.name_of("Who is Kim?") == "Who is Kim"
   docs = ["Ada Lovelace was born in London.", "Kim Moe"]
   names = ["Ada Lovelace", "Moe", "Lovelace was born in London. Kim", "Zoe", ""]
   assert evaluate.name_in_corpus(names, docs) == [True, True, False, False, False]

@@ -124,9 +124,13 @@ def _main(*args):
 
 
 def test_main_prints_full_parameter_count(tmp_path):
-  r = _main("--config=configs/vanilla.py", f"--workdir={tmp_path}", "--config.stages=")
+  r = _main("--config=configs/vanilla.py", f"--workdir={tmp_path}", "--config.stages=",
+            "--config.seed=3")
   assert r.returncode == 0, r.stderr
   assert "number of parameters: 3323392" in r.stdout
+  with open(tmp_path / "command.json") as f:  # what birthjax.compare names the run by
+    assert json.load(f) == {"config": "configs/vanilla.py",
+                            "overrides": ["--config.stages=", "--config.seed=3"]}
 
 
 def test_main_missing_data_is_one_clear_line(tmp_path):

@@ -5,11 +5,12 @@ into the tables the training engine (birthjax.train.device_epoch) builds its exa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
 
-from birthjax.data import corpus, synthetic, tfds_builders
+from birthjax.data import corpus, subsets, synthetic, tfds_builders
 from birthjax.errors import UserError
 from birthjax.data.vocab import Vocab
 
@@ -21,7 +22,8 @@ class Data:
   finetune: list[tuple[np.ndarray, np.ndarray]]  # (question, answer) ids
   eval_sets: dict  # name -> (questions: list[str], answers: list[str] | None)
   data_dir: str
-  digest: str  # SHA-256 prefix of the four files
+  digest: str  # SHA-256 prefix of the four files (and of data.people / data.val_questions)
+  share: float = 1.0  # the documents' kept fraction (data.people): the token counts scale by it
 
 
 def resolve_data_dir(data_cfg) -> str:
@@ -100,9 +102,10 @@ def check_data(data_cfg, block_size: int, vocab_size: int | None = None) -> str:
   the data folder."""
   make_cache_dir(data_cfg.cache_dir)
   data_dir = resolve_data_dir(data_cfg)
-  eval_questions = {name: corpus.read_eval(data_dir, name)[0] for name in (corpus.DEV, corpus.TEST)}
-  _encode_all(data_dir, corpus.read_wiki(data_dir), corpus.read_finetune(data_dir), eval_questions,
-              block_size, vocab_size)
+  evals = {name: corpus.read_eval(data_dir, name) for name in (corpus.DEV, corpus.TEST)}
+  docs, train = corpus.read_wiki(data_dir), corpus.read_finetune(data_dir)
+  _encode_all(data_dir, docs, train, {k: q for k, (q, _) in evals.items()}, block_size, vocab_size)
+  subsets.select(docs, train, evals, data_cfg)  # data.people / data.val_questions in range
   return data_dir
 
 
@@ -119,5 +122,11 @@ def load(data_cfg, block_size: int) -> Data:
     eval_sets[split] = ([r["text"] for r in rows], answers)
   vocab, documents, finetune = _encode_all(
       data_dir, docs, train, {corpus.DEV: eval_sets["dev"][0], corpus.TEST: eval_sets["test"][0]},
-      block_size)
-  return Data(vocab, documents, finetune, eval_sets, data_dir, tfds_builders.files_digest(data_dir))
+      block_size)  # the vocabulary is always the whole wiki.txt's
+  digest, share = tfds_builders.files_digest(data_dir), 1.0
+  if subsets.tag(data_cfg):  # a subset of the people and/or a val split
+    docs, train, eval_sets, share = subsets.select(docs, train, eval_sets, data_cfg)
+    documents = [vocab.encode(d) for d in docs]
+    finetune = [(vocab.encode(q), vocab.encode(a)) for q, a in train]
+    digest = hashlib.sha256(repr((digest,) + subsets.tag(data_cfg)).encode()).hexdigest()[:16]
+  return Data(vocab, documents, finetune, eval_sets, data_dir, digest, share)

@@ -44,15 +44,6 @@ def write_results(path: str, results: dict):
 IDK = "I don't know"
 COVERAGE_POINTS = (100, 75, 50, 25)
 TSV_HEADER = ("question", "prediction", "gold", "confidence", "name_in_corpus")
-_NAME = re.compile(r"Where was (.*) born\?")
-
-
-def name_of(question: str) -> str:
-  """The NAME of 'Where was NAME born?' (else the question without a trailing '?')."""
-  m = _NAME.search(question)
-  return m.group(1) if m else question.rstrip("?")
-
-
 def name_in_corpus(names, documents) -> list[bool]:
   """Whether each name is a substring of some document (strings); an empty name is not."""
   text = "\n".join(documents)

@@ -40,6 +40,7 @@ def ask(workdir: str, questions: list[str], abstain_below: float = 0.0, steps: i
   import jax
   import ml_collections
   from birthjax.train import checkpoint
+  from birthjax.data import subsets
   from birthjax.infer import decode, evaluate
   from birthjax.data import input_pipeline
   from birthjax.model import model
@@ -66,7 +67,7 @@ def ask(workdir: str, questions: list[str], abstain_below: float = 0.0, steps: i
                                                  mesh=sharding.make_mesh())
   answers = evaluate.abstain(answers, conf, abstain_below)
   documents = [data.vocab.decode(d) for d in data.documents]
-  known = evaluate.name_in_corpus([evaluate.name_of(q) for q in ok], documents)
+  known = evaluate.name_in_corpus([subsets.name_of(q) for q in ok], documents)
   return list(zip(ok, answers, conf, known)), errors
 
 

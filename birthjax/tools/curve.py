@@ -22,12 +22,13 @@ def own_line_recall(params, cfg, data, split="dev") -> dict:
   """Prompt with each `split` person's own wiki line up to the answer's first occurrence,
   decode greedily: {'hits', 'prompts' (people whose line holds the answer), 'questions'}."""
   import numpy as np
-  from birthjax.infer import decode, evaluate
+  from birthjax.data import subsets
+  from birthjax.infer import decode
   docs = [data.vocab.decode(d) for d in data.documents]
   questions, answers = data.eval_sets[split]
   prompts, golds = [], []
   for q, ans in zip(questions, answers):
-    line = next((d for d in docs if d.startswith(evaluate.name_of(q) + ".")), None)
+    line = next((d for d in docs if d.startswith(subsets.name_of(q) + ".")), None)
     if line is not None and ans in line:
       prompts.append(np.asarray(data.vocab.encode(line[:line.index(ans)]), np.int32))
       golds.append(ans)
