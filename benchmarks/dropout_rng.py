@@ -31,7 +31,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -188,7 +187,7 @@ def reproducibility(shape=(8, 8, 128, 128)):
 def epoch_fns(mesh, data_dir):
   """{impl: [compiled epoch, state]}: on-device pretraining epochs as main.py builds them
   (run.stage_program: config.device_epochs, packed), one per dropout impl."""
-  import vanilla
+  from configs import vanilla
   from birthjax.data import input_pipeline
   from birthjax import run
   config = vanilla.get_config()

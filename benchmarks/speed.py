@@ -20,7 +20,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -129,7 +128,7 @@ def main():
                  help="questions the reference loop decodes, 100 at a time between birthjax's "
                       "dev-set decodes (fewer: scaled to the dev set)")
   a = p.parse_args()
-  import vanilla
+  from configs import vanilla
   config = vanilla.get_config()
   config.model.variant = a.variant
   if a.dtype:

@@ -39,7 +39,6 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "configs"))
 
 from benchmarks.common import Paused  # noqa: E402
 
@@ -82,7 +81,7 @@ def child(a):
   if a.probe:
     print("RESULT", json.dumps({"ok": float(jax.jit(lambda x: (x @ x).sum())(jnp.ones((8, 8))))}))
     return
-  import vanilla
+  from configs import vanilla
   from birthjax.model import model
   from birthjax import run, sharding
   from birthjax.train import train

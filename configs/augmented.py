@@ -19,11 +19,7 @@ An epoch holds R = windows * copies + train pairs * qa_copies records, so
   final_tokens = epochs * R * (block_size - 1)  (every record's targets, PAD included),
 and with clamp_schedule the cosine decays once, to its 0.1 floor at the end of pretraining.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vanilla  # noqa: E402
+from configs import vanilla
 
 COPIES, QA_COPIES, SHIFT = 2, 1, 16
 # windows of the 2,938 A5 lines at block_size 128 with a 16-position shift (capacity 110)

@@ -2,11 +2,7 @@
 
 bottleneck_dim m = 64, as in the handout's commands (the reference's run.py defaults to 32).
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import vanilla  # noqa: E402
+from configs import vanilla
 
 
 def get_config(preset=None):

@@ -3,11 +3,7 @@
 The perceiver config (same recipe, presets and m) with the other variant; see
 birthjax/model/perceiver.py for the design.
 """
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import perceiver  # noqa: E402
+from configs import perceiver
 
 
 def get_config(preset=None):

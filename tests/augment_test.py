@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import sys
 import types
 
 import jax
@@ -22,9 +21,8 @@ from birthjax.data.input_pipeline import Data
 from birthjax.data.vocab import MASK, MASK_CHAR, PAD, PAD_CHAR, Vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import augmented  # noqa: E402
-import vanilla  # noqa: E402
+from configs import augmented  # noqa: E402
+from configs import vanilla  # noqa: E402
 
 TEXT = "Ann Lee. Ann Lee was born in Rome and lived in Oslo ."  # 53 characters
 DOC2 = "Bo Li. Bo was born in Oslo ."  # 28 characters

@@ -44,8 +44,7 @@ from birthjax.errors import UserError
 from birthjax.data.vocab import Vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import vanilla  # noqa: E402
+from configs import vanilla  # noqa: E402
 
 DEV, TRAIN, TEST, WIKI = "birth_dev.tsv", "birth_places_train.tsv", "birth_test_inputs.tsv", "wiki.txt"
 SENTINEL = {"sentinel.txt": b"do not touch\n", "dev.predictions": b"Paris\nLondon\n"}

@@ -32,8 +32,7 @@ from birthjax.model import model
 from birthjax import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import vanilla  # noqa: E402
+from configs import vanilla  # noqa: E402
 
 TMP = ".orbax-checkpoint-tmp"
 PRETRAIN_STEPS, FINETUNE_STEPS = 8, 4

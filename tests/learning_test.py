@@ -32,13 +32,11 @@ make it fail (see the session note of 2026-12-02).
 import collections
 import os
 
-import pytest
 
 from birthjax.train import metrics
 from birthjax import run
 from birthjax.data import synthetic
-from tests.run_test import ROOT  # noqa: F401  (configs on sys.path)
-import vanilla  # noqa: E402
+from configs import vanilla
 
 TEMPLATE = "{n}. Where was {n} born? {b}."
 PEOPLE, TRAIN, DEV, TEST = 130, 40, 80, 10

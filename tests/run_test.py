@@ -16,8 +16,7 @@ from birthjax import run
 from birthjax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "configs"))
-import vanilla  # noqa: E402
+from configs import vanilla  # noqa: E402
 
 
 def smoke_config(cache_dir, **overrides):

@@ -2,7 +2,6 @@
 to end, through input_pipeline.load on the synthetic world and the A5 files."""
 import hashlib
 import os
-import sys
 import types
 
 import ml_collections
@@ -15,8 +14,7 @@ from birthjax.errors import UserError
 
 from tests.conftest import A5_DIR
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"))
-import vanilla  # noqa: E402
+from configs import vanilla
 
 DOCS = ["Ann Lee. Ann Lee was born in Oslo .", "Bo Kim. Bo Kim was born in Rome .",
         "Cy Ode. Cy Ode was born in Lima .", "Di Fox. Di Fox was born in Kyiv .", ""]
