@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import Paused, background_runs  # noqa: E402
 from birthjax.model import fastrng, model  # noqa: E402
 from birthjax import sharding
-from birthjax.train import train
+from birthjax.train import optim, train
 from birthjax.data.vocab import PAD  # noqa: E402
 
 IMPLS = ("threefry", "hash", "rbg", "unsafe_rbg")
@@ -60,8 +60,8 @@ fastrng.rewrap = rewrap  # train.train_step looks it up at trace time
 # ----------------------------------------------------------------------------- the step
 A5 = dict(vocab_size=256, variant="vanilla", n_layer=4, n_head=8, n_embd=256, block_size=128,
           dropout=0.1, deterministic=False)
-OPT = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-SCHED = (("warmup_tokens", 512 * 20), ("final_tokens", 200 * 2938 * 128), ("clamp", False))
+OPT = optim.Settings()
+SCHED = optim.Schedule(512 * 20, 200 * 2938 * 128)
 LR = 6e-3
 
 
@@ -76,7 +76,7 @@ def a5_batch(rows=128, width=127, seed=0):
 
 def fresh_state(host_params, mesh):
   """A train state in new device buffers (states are donated: none may share a buffer)."""
-  state = train.init_state(jax.tree.map(jnp.array, host_params), train.make_tx(OPT))
+  state = train.init_state(jax.tree.map(jnp.array, host_params), OPT.make())
   state = jax.tree.map(lambda a: jnp.array(a, copy=True), state)
   return jax.device_put(state, sharding.replicated(mesh))
 

@@ -26,7 +26,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from birthjax.infer import decode  # noqa: E402
-from birthjax.train import device_epoch, train
+from birthjax.train import device_epoch, optim, train
 from birthjax.data import input_pipeline
 from birthjax.model import model
 from birthjax import run, sharding
@@ -58,8 +58,8 @@ def step_flops(config, prog, mesh):
     batch["row_mask"] = np.ones(rows, bool)
   cfg = run.model_config(config, deterministic=False)
   step = train.compile_train_step(mesh, model_cfg=cfg, opt=prog.opt, base_lr=1e-3,
-                                  schedule=(("warmup_tokens", 1), ("final_tokens", 10), ("clamp", False)))
-  state = train.init_state(model.init_params(cfg, jax.random.key(0)), train.make_tx(prog.opt))
+                                  schedule=optim.Schedule(1, 10))
+  state = train.init_state(model.init_params(cfg, jax.random.key(0)), prog.opt.make())
   cost = step.lower(state, sharding.put_batch(batch, mesh), jax.random.key(0)).compile().cost_analysis()
   return (cost[0] if isinstance(cost, list) else cost)["flops"], rows
 
@@ -71,7 +71,7 @@ def time_stage(config, stage, data, mesh, epochs, between=None):
   prog = run.stage_program(stage, config, data, mesh)
   cfg = run.model_config(config, deterministic=False)
   state = jax.device_put(train.init_state(model.init_params(cfg, jax.random.key(0)),
-                                          train.make_tx(prog.opt)), sharding.replicated(mesh))
+                                          prog.opt.make()), sharding.replicated(mesh))
   arrays = jax.device_put(prog.table_of(0), sharding.replicated(mesh))
   seed_key = jax.random.key(prog.seed)
   (state, m), first = timed(lambda: jax.block_until_ready(

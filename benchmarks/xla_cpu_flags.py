@@ -90,9 +90,7 @@ def child(a):
   if a.quick:
     config.model.update(n_layer=2, n_head=4, n_embd=64)
   c, width, key = config.pretrain, config.model.block_size - 1, jax.random.key(0)
-  opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
-  sched = (("warmup_tokens", c.warmup_tokens), ("final_tokens", c.final_tokens),
-           ("clamp", c.clamp_schedule))
+  opt, sched = run.stage_optim(c)
   x, y = np.random.default_rng(0).integers(2, 256, (2, a.rows, width), dtype=np.int32)
   y[:, width // 2:] = PAD  # half of each row's targets PAD, as short documents are
   mesh = sharding.make_mesh()
@@ -104,7 +102,7 @@ def child(a):
     cfg = dataclasses.replace(cfg, dtype=dtype)
     step = train.compile_train_step(mesh, model_cfg=cfg, opt=opt, base_lr=c.learning_rate,
                                     schedule=sched)
-    state = train.init_state(jax.tree.map(jnp.array, host), train.make_tx(opt))
+    state = train.init_state(jax.tree.map(jnp.array, host), opt.make())
     box = [jax.device_put(jax.tree.map(lambda v: jnp.array(v, copy=True), state),
                           sharding.replicated(mesh))]  # donated: no buffer may be shared
     t = time.perf_counter()

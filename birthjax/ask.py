@@ -1,7 +1,6 @@
 """`python -m birthjax.ask W "Where was NAME born?" ... [--abstain_below=P]`: ask W's finetuned model. (birthjax/tools/ask.py)"""
-from absl import app
-
+from birthjax.tools import cli
 from birthjax.tools.ask import main
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

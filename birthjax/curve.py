@@ -1,7 +1,6 @@
 """`python -m birthjax.curve W [--max_points=N]`: a learning curve from W's kept pretraining checkpoints. (birthjax/tools/curve.py)"""
-from absl import app
-
+from birthjax.tools import cli
 from birthjax.tools.curve import main
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,7 +1,6 @@
 """`python -m birthjax.london_baseline [--data_dir=D]`: "London" for every dev question. (birthjax/tools/london_baseline.py)"""
-from absl import app
-
+from birthjax.tools import cli
 from birthjax.tools.london_baseline import main
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

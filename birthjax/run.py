@@ -20,7 +20,7 @@ from birthjax.train import checkpoint, compile_cache, device_epoch
 from birthjax.infer import decode, evaluate
 from birthjax import files
 from birthjax.data import input_pipeline, records, subsets
-from birthjax.train import metrics, preempt, train
+from birthjax.train import metrics, optim, preempt, train
 from birthjax.model import model
 from birthjax import sharding
 from birthjax.checks import validate  # noqa: F401  (run.validate: the config checks)
@@ -89,11 +89,12 @@ def check_resumable(stages, config, workdir, data, source):
     source = stage
 
 
-def stage_schedule(c, data) -> tuple:
-  """The lr schedule's settings; with data.people the token counts scale by the share of
-  documents kept, so the lr follows the same curve over epochs as on the whole data."""
-  return (("warmup_tokens", c.warmup_tokens * data.share),
-          ("final_tokens", c.final_tokens * data.share), ("clamp", c.clamp_schedule))
+def stage_optim(c, share: float = 1.0) -> tuple[optim.Settings, optim.Schedule]:
+  """A stage's optimizer settings and lr schedule from its config section; with data.people
+  (`share`: the documents' kept fraction) the token counts scale by it, so the lr follows
+  the same curve over epochs as on the whole data."""
+  return (optim.Settings(c.weight_decay, c.decay_rule, c.grad_clip),
+          optim.Schedule(c.warmup_tokens * share, c.final_tokens * share, c.clamp_schedule))
 
 
 @dataclasses.dataclass
@@ -103,7 +104,7 @@ class StageProgram:
   plan: device_epoch.Plan
   table_of: object  # epoch -> the record table (numpy)
   per_epoch: bool  # whether the table changes every epoch (the augmented recipe's crops)
-  opt: tuple
+  opt: optim.Settings
   data_key: jax.Array
   seed: int
   pack: bool
@@ -119,8 +120,7 @@ def stage_program(stage, config, data, mesh) -> StageProgram:
   data_key = device_epoch.data_key(seed)
   if pack:
     plan = device_epoch.choose_rows(plan, table_of(0), data_key, mesh.size)
-  opt = (("weight_decay", c.weight_decay), ("decay_rule", c.decay_rule), ("grad_clip", c.grad_clip))
-  schedule = stage_schedule(c, data)
+  opt, schedule = stage_optim(c, data.share)
   epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_config(config, deterministic=False),
                                         opt=opt, base_lr=c.learning_rate, schedule=schedule,
                                         scan=config.get("epoch_scan", True))
@@ -136,7 +136,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source, wa
   prog = stage_program(stage, config, data, mesh)
   spe = prog.plan.steps_per_epoch
   total = epochs * spe
-  state = jax.device_put(train.init_state(init_params, train.make_tx(prog.opt)),
+  state = jax.device_put(train.init_state(init_params, prog.opt.make()),
                          sharding.replicated(mesh))
   keep = c.get("keep_every", 0)  # epochs: checkpoints kept for a learning curve (birthjax.tools.curve)
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from birthjax.tools import analysis, complexity
+from birthjax.tools import analysis, cli, complexity
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -85,7 +85,7 @@ def test_key_noise_single_head_flips_two_heads_average():
 
 def test_attention_cli_writes_pngs(tmp_path, capsys):
   out = tmp_path / "new" / "figs"
-  analysis.main(["attention", f"--out={out}"])
+  assert cli.call(analysis.main, ["attention", f"--out={out}"]) == 0
   printed = capsys.readouterr().out
   assert "A A^T is right" in printed and "two heads" in printed
   names = ["attention_a_copying.png", "attention_b_averaging.png", "attention_c_projection.png",
@@ -97,14 +97,27 @@ def test_attention_cli_writes_pngs(tmp_path, capsys):
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
-  with pytest.raises(SystemExit) as e:
-    analysis.main(["complexity", f"--out={tmp_path}", "--lengths=64,abc"])
-  assert e.value.code == 1 and capsys.readouterr().err.startswith("error: bad --lengths")
+  def error(*args):
+    code, err = cli.call(analysis.main, list(args)), capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return code, err
+
+  code, err = error("complexity", f"--out={tmp_path}", "--lengths=64,abc")
+  assert code == 1 and err.startswith("error: bad --lengths")
   blocker = tmp_path / "file"
   blocker.write_text("x")
-  with pytest.raises(SystemExit) as e:
-    analysis.main(["attention", f"--out={blocker}"])
-  assert e.value.code == 1 and "cannot create the output folder" in capsys.readouterr().err
+  code, err = error("attention", f"--out={blocker}")
+  assert code == 1 and "cannot create the output folder" in err
+  # usage errors: exit 2, nothing written
+  code, err = error("attention")
+  assert code == 2 and "--out is required" in err and "fix: pass --out=DIR" in err
+  code, err = error("plots", f"--out={tmp_path}")
+  assert code == 2 and "unknown subcommand 'plots'" in err and "attention, complexity" in err
+  code, err = error(f"--out={tmp_path}")
+  assert code == 2 and "no subcommand" in err
+  code, err = error("complexity", f"--out={tmp_path}", "--m=abc")
+  assert code == 2 and "--m=abc" in err
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
 # Complexity: D = 128, 4 heads, 4 layers, m = 16, vocab 64; one compile per (variant, l, layers).

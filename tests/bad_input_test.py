@@ -32,7 +32,7 @@ import jax
 import numpy as np
 import pytest
 
-from birthjax.train import checkpoint, device_epoch
+from birthjax.train import checkpoint, device_epoch, optim
 from birthjax.infer import decode, evaluate
 from birthjax.data import examples, input_pipeline
 from birthjax import files
@@ -139,7 +139,7 @@ def _checkpoint_of(**model_overrides):
   def setup(d, w):
     c = _config({f"model.{k}": v for k, v in model_overrides.items()})
     params = model.init_params(run.model_config(c), jax.random.key(0))
-    tx = train.make_tx((("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0)))
+    tx = optim.Settings().make()
     folder = os.path.join(w + ".ckpt", "checkpoints", "finetune")
     ckpts = checkpoint.StageCheckpoints(folder)
     ckpts.save(dict(train.init_state(params, tx), step=np.int32(8)), {"epoch": 1},

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax.train import checkpoint, train
+from birthjax.train import checkpoint, optim, train
 from birthjax.model import model
 
 
@@ -24,7 +24,7 @@ def test_every_flipped_byte_is_reported_or_harmless(tmp_path):
   cfg = model.ModelConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=16)
   params = model.init_params(cfg, jax.random.key(0))
   params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(1), p.shape), params)
-  tx = train.make_tx((("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0)))
+  tx = optim.Settings().make()
   state = dict(train.init_state(params, tx), step=jnp.int32(5))
   pristine = str(tmp_path / "pristine")
   c = checkpoint.StageCheckpoints(pristine)
@@ -76,7 +76,7 @@ def test_a_checkpoint_of_another_model_is_an_error_and_left_untouched(tmp_path):
   UserError naming the shapes; the folder is byte for byte what it was (not 'corrupt')."""
   def state_of(n_embd):
     cfg = model.ModelConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=n_embd, block_size=16)
-    tx = train.make_tx((("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0)))
+    tx = optim.Settings().make()
     return dict(train.init_state(model.init_params(cfg, jax.random.key(0)), tx), step=jnp.int32(3))
   folder = str(tmp_path / "ckpt")
   c = checkpoint.StageCheckpoints(folder)
@@ -104,7 +104,7 @@ def test_keep_period_keeps_curve_points_beside_the_latest(tmp_path):
   """pretrain.keep_every: saves at steps 1..7 with keep_period=2 keep the newest two (6, 7)
   and every multiple of 2 (2, 4, 6); restore_params reads a chosen one, and says which exist."""
   cfg = model.ModelConfig(vocab_size=40, n_layer=1, n_head=2, n_embd=16, block_size=16)
-  tx = train.make_tx((("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0)))
+  tx = optim.Settings().make()
   base = train.init_state(model.init_params(cfg, jax.random.key(0)), tx)
   folder = str(tmp_path / "ckpt")
   c = checkpoint.StageCheckpoints(folder, keep_period=2)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax.train import device_epoch as de
+from birthjax.train import device_epoch as de, optim
 from birthjax.data import examples, records
 from birthjax.model import model
 from birthjax import run, sharding
@@ -114,8 +114,8 @@ def test_each_epoch_draws_anew_and_the_same_key_draws_the_same():
 def tiny():
   cfg = model.ModelConfig(vocab_size=50, n_layer=1, n_head=2, n_embd=16, block_size=T,
                           dropout=0.1, deterministic=False)
-  opt = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-  sched = (("warmup_tokens", 100), ("final_tokens", 20_000), ("clamp", False))
+  opt = optim.Settings()
+  sched = optim.Schedule(100, 20_000)
   mesh = sharding.make_mesh()
   params = model.init_params(cfg, jax.random.key(0))
   arrays = records.pretrain(docs(2, lengths=tuple(range(1, 90, 2))), T)  # 45 documents
@@ -141,7 +141,7 @@ def _epochs(tiny, scan, n=2):
   cfg, opt, sched, mesh, params, arrays, plan = tiny
   fn = de.compile_epoch(mesh, plan, model_cfg=cfg, opt=opt, base_lr=1e-2, schedule=sched, scan=scan)
   params = jax.tree.map(jnp.copy, params)  # the state is donated
-  state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
+  state = jax.device_put(train.init_state(params, opt.make()), sharding.replicated(mesh))
   ms = []
   for e in range(n):
     state, m = fn(state, jax.tree.map(jnp.asarray, arrays), de.data_key(3), jax.random.key(3), e)
@@ -168,7 +168,7 @@ def test_device_epoch_equals_explicit_steps_on_the_same_batches(tiny):
   dev_state, _ = _epochs(tiny, True, n=1)
   step = train.compile_train_step(mesh, model_cfg=cfg, opt=opt, base_lr=1e-2, schedule=sched)
   params = jax.tree.map(jnp.copy, params)
-  state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
+  state = jax.device_put(train.init_state(params, opt.make()), sharding.replicated(mesh))
   corrupt_key = de.keys(de.data_key(3), 0)[1]
   for idx_B in de.epoch_indices(plan, de.data_key(3), 0):
     x, y, v = de.make_batch(plan, jax.tree.map(jnp.asarray, arrays), corrupt_key, idx_B)

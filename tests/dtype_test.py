@@ -17,14 +17,14 @@ import pytest
 from birthjax.model import attention, model
 from birthjax.infer import decode, kv_cache
 from birthjax import sharding
-from birthjax.train import train
+from birthjax.train import optim, train
 from tests.params_util import random_params
 
 TINY = model.ModelConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=32, block_size=32,
                          bottleneck_dim=8)
 VARIANTS = ("vanilla", "perceiver", "perceiver_ar")
-OPT = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-SCHED = (("warmup_tokens", 10), ("final_tokens", 10**6), ("clamp", False))
+OPT = optim.Settings()
+SCHED = optim.Schedule(10, 10**6)
 
 
 def _cfgs(variant, **kw):
@@ -125,7 +125,7 @@ def test_bf16_train_steps_lower_loss_and_keep_float32_state(variant):
   batch = sharding.put_batch({"x": x, "y": np.roll(x, -1, 1), "row_mask": np.ones(8, bool)}, mesh)
   params = random_params(bf16, 0.02, seed=0)  # the A5 init's scale
   assert {a.dtype for a in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
-  state = jax.device_put(train.init_state(params, train.make_tx(OPT)), sharding.replicated(mesh))
+  state = jax.device_put(train.init_state(params, OPT.make()), sharding.replicated(mesh))
   step = train.compile_train_step(mesh, model_cfg=bf16, opt=OPT, base_lr=3e-3, schedule=SCHED)
   losses = []
   for _ in range(6):

@@ -8,7 +8,7 @@ import pytest
 
 from birthjax.model import fastrng, model
 from birthjax import sharding
-from birthjax.train import train
+from birthjax.train import optim, train
 
 M32 = 0xFFFFFFFF
 
@@ -81,8 +81,8 @@ def test_dropout_mask_statistics():
 
 def test_train_step_with_hash_dropout():
   base = dict(vocab_size=20, n_layer=1, n_head=2, n_embd=16, block_size=16, deterministic=False)
-  opt = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-  sched = (("warmup_tokens", 10.0), ("final_tokens", 1e5), ("clamp", False))
+  opt = optim.Settings()
+  sched = optim.Schedule(10.0, 1e5)
   mesh = sharding.make_mesh()
   rng = np.random.default_rng(0)
   x = rng.integers(2, 20, (8, 15)).astype(np.int32)
@@ -92,7 +92,7 @@ def test_train_step_with_hash_dropout():
   def run(dropout, impl):
     cfg = model.ModelConfig(**base, dropout=dropout, dropout_rng=impl)
     step = train.compile_train_step(mesh, model_cfg=cfg, opt=opt, base_lr=1e-2, schedule=sched)
-    state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
+    state = jax.device_put(train.init_state(params, opt.make()), sharding.replicated(mesh))
     state, m = step(state, sharding.put_batch(batch, mesh), jax.random.key(1))
     return float(m["loss"]), jax.device_get(state["params"])
 

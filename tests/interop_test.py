@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from birthjax.train import checkpoint  # noqa: E402
 from birthjax.infer import decode
 from birthjax.model import interop, model
-from birthjax.tools import interop_cli, torch_a5
+from birthjax.tools import cli, interop_cli, torch_a5
 from birthjax.errors import UserError  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -232,20 +232,26 @@ def test_cli_export_of_an_orbax_checkpoint(tmp_path, capsys):
   assert np.abs(torch_logits(m, idx) - jax_logits(cfg, params, idx)).max() <= 1e-4
 
   # a --config that contradicts the checkpoint's own model config is refused (in process)
-  assert interop_cli.main(["export", ckpt_dir, f"--out={out}",
-                       f"--config={ROOT}/configs/vanilla.py:smoke"]) == 1
+  assert cli.call(interop_cli.main, ["export", ckpt_dir, f"--out={out}",
+                                     f"--config={ROOT}/configs/vanilla.py:smoke"]) == 1
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: the config's model differs") and "variant" in err and "\n" not in err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-  assert interop_cli.main(["export", str(tmp_path / "none"), "--out=x.params"]) == 1
+  assert cli.call(interop_cli.main, ["export", str(tmp_path / "none"), "--out=x.params"]) == 1
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: no checkpoint found") and "\n" not in err
   os.makedirs(tmp_path / "w" / "checkpoints")
-  assert interop_cli.main(["export", str(tmp_path / "w"), "--out=x.params"]) == 1
+  assert cli.call(interop_cli.main, ["export", str(tmp_path / "w"), "--out=x.params"]) == 1
   err = capsys.readouterr().err.strip()
   assert "workdir" in err and "checkpoints/finetune" in err and "\n" not in err
+  for args, what in ((["import", "x"], "unknown subcommand 'import'"),
+                     (["export"], "export takes one checkpoint folder, got 0"),
+                     (["export", str(tmp_path / "w")], "--out is required")):
+    assert cli.call(interop_cli.main, args) == 2  # usage errors
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and what in err and err.count("\n") == 1, err
   assert not os.path.exists(tmp_path / "none")  # probing creates no folder
   assert os.listdir(tmp_path / "w") == ["checkpoints"]
 

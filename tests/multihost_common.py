@@ -4,12 +4,12 @@ import numpy as np
 
 from birthjax.model import model
 from birthjax import sharding
-from birthjax.train import train
+from birthjax.train import optim, train
 
 CFG = model.ModelConfig(vocab_size=20, n_layer=1, n_head=2, n_embd=16, block_size=16,
                         dropout=0.1, deterministic=False)
-OPT = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-SCHEDULE = (("warmup_tokens", 10.0), ("final_tokens", 1e5), ("clamp", False))
+OPT = optim.Settings()
+SCHEDULE = optim.Schedule(10.0, 1e5)
 STEPS = 3
 
 
@@ -23,7 +23,7 @@ def batch(step):
 def run_steps(mesh):
   step_fn = train.compile_train_step(mesh, model_cfg=CFG, opt=OPT, base_lr=1e-2, schedule=SCHEDULE)
   params = model.init_params(CFG, jax.random.key(0))
-  state = jax.device_put(train.init_state(params, train.make_tx(OPT)), sharding.replicated(mesh))
+  state = jax.device_put(train.init_state(params, OPT.make()), sharding.replicated(mesh))
   for step in range(STEPS):
     state, _ = step_fn(state, sharding.put_batch(batch(step), mesh), jax.random.key(1))
   return state

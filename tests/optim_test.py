@@ -270,8 +270,8 @@ def test_set_lr_changes_the_rate(toy_run):
 # Dropout off (deterministic) keeps the train-step compiles cheap and the comparisons exact.
 CFG = model.ModelConfig(vocab_size=24, n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.1,
                         deterministic=True)
-OPT = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-SCHED = (("warmup_tokens", 500.0), ("final_tokens", 5000.0), ("clamp", False))
+OPT = optim.Settings()
+SCHED = optim.Schedule(500.0, 5000.0)
 BASE_LR = 1e-2
 T = CFG.block_size - 1
 
@@ -300,7 +300,7 @@ def _init_params(cfg):
 
 def _run(mesh, batches, cfg=CFG):
     params = _init_params(cfg)
-    state = jax.device_put(train.init_state(params, train.make_tx(OPT)), sharding.replicated(mesh))
+    state = jax.device_put(train.init_state(params, OPT.make()), sharding.replicated(mesh))
     step = train.compile_train_step(mesh, model_cfg=cfg, opt=OPT, base_lr=BASE_LR, schedule=SCHED)
     seed_key = jax.random.key(7)
     out = []
@@ -336,10 +336,9 @@ def test_mesh_4_equals_mesh_1(runs):
 def test_step_metrics_lr_and_tokens(runs):
     (s4, m4), _, _ = runs
     assert float(m4[0]["lr"]) == pytest.approx(BASE_LR, rel=1e-7)  # first step: full rate
-    sched = dict(SCHED)
     for i, m in enumerate(m4):
         assert int(m["tokens"]) == 8 * T
-        want = BASE_LR * float(optim.lr_multiplier(i * 8 * T, **sched))
+        want = BASE_LR * float(SCHED.multiplier(i * 8 * T))
         assert float(m["lr"]) == pytest.approx(want, rel=1e-6)
     assert float(m4[1]["lr"]) == pytest.approx(BASE_LR * 120 / 500, rel=1e-6)  # warmup
     assert float(s4["tokens"]) == 3 * 8 * T

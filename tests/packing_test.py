@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from birthjax.train import device_epoch as de
+from birthjax.train import device_epoch as de, optim
 from birthjax.model import loss, model
 from birthjax.data import records
 from birthjax import sharding
@@ -142,8 +142,8 @@ def test_packed_rows_hold_every_example():
 def test_packed_step_equals_unpacked():
   cfg = model.ModelConfig(vocab_size=VOCAB, n_layer=2, n_head=2, n_embd=16, block_size=T,
                           dropout=0.0, deterministic=False)
-  opt = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-  schedule = (("warmup_tokens", 10.0), ("final_tokens", 1e5), ("clamp", False))
+  opt = optim.Settings()
+  schedule = optim.Schedule(10.0, 1e5)
   mesh = sharding.make_mesh()
   step = train.compile_train_step(mesh, model_cfg=cfg, opt=opt, base_lr=1e-2, schedule=schedule)
   params = jax.device_get(jax.jit(lambda k: jax.tree.map(  # host copy: steps donate
@@ -163,7 +163,7 @@ def test_packed_step_equals_unpacked():
   assert packed["row_examples"].sum() == 22
   results = []
   for b in (batch, packed):
-    state = jax.device_put(train.init_state(params, train.make_tx(opt)), sharding.replicated(mesh))
+    state = jax.device_put(train.init_state(params, opt.make()), sharding.replicated(mesh))
     for _ in range(2):
       state, m = step(state, sharding.put_batch(b, mesh), jax.random.key(2))
     results.append((jax.device_get(state), jax.device_get(m)))

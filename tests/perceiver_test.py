@@ -16,7 +16,7 @@ import pytest
 from birthjax.infer import decode
 from birthjax.model import model, perceiver
 from birthjax import sharding
-from birthjax.train import train
+from birthjax.train import optim, train
 from birthjax.data.vocab import PAD
 from tests.params_util import random_params
 
@@ -327,8 +327,8 @@ def test_greedy_generate_matches_reference_loop(variant, bucket):
 
 
 # ----------------------------------------------------------------------------- train step
-OPT = (("weight_decay", 0.1), ("decay_rule", "a5"), ("grad_clip", 1.0))
-SCHED = (("warmup_tokens", 10.0), ("final_tokens", 1e6), ("clamp", False))
+OPT = optim.Settings()
+SCHED = optim.Schedule(10.0, 1e6)
 
 
 def _np_masked_ce(logits, targets):
@@ -352,7 +352,7 @@ def test_one_train_step(variant):
   y[2, :3], y[2, 6:] = PAD, PAD      # targets 3..5 only: end 6, window 2..5 keeps them all
   y[3, 2:] = PAD                     # end 2: window 0..3
   batch = {"x": x, "y": y, "row_mask": np.ones(4, bool)}
-  state = jax.device_put(train.init_state(params, train.make_tx(OPT)), sharding.replicated(mesh))
+  state = jax.device_put(train.init_state(params, OPT.make()), sharding.replicated(mesh))
   step = train.compile_train_step(mesh, model_cfg=cfg, opt=OPT, base_lr=1e-3, schedule=SCHED)
   state, metrics = step(state, sharding.put_batch(batch, mesh), jax.random.key(0))
   loss = float(metrics["loss"])

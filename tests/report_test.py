@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from birthjax.tools import report
+from birthjax.tools import cli, report
 from birthjax.errors import UserError
 
 
@@ -126,7 +126,7 @@ def test_images_exist_relative_to_the_page(workdir, page):
 
 def test_only_present_parts_are_shown(tmp_path, capsys):
   write_png(str(tmp_path / "only.png"))
-  assert report.main([str(tmp_path)]) == 0
+  assert cli.call(report.main, [str(tmp_path)]) == 0
   assert capsys.readouterr().out == f"report written to {tmp_path / 'report.html'}\n"
   page = (tmp_path / "report.html").read_text()
   assert '<img src="only.png"' in page
@@ -137,7 +137,7 @@ def test_nothing_to_report_and_missing_workdir(tmp_path, capsys):
   (tmp_path / "config.json").write_text("{}")
   with pytest.raises(UserError, match="nothing to report"):
     report.build(str(tmp_path))
-  assert report.main([str(tmp_path / "nope")]) == 1
+  assert cli.call(report.main, [str(tmp_path / "nope")]) == 1
   err = capsys.readouterr().err
   assert err.startswith("error: the workdir does not exist") and err.count("\n") == 1
   (tmp_path / "results.json").write_text("{not json")

@@ -2,7 +2,6 @@
 to end, through input_pipeline.load on the synthetic world and the A5 files."""
 import hashlib
 import os
-import types
 
 import ml_collections
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 from birthjax import run
 from birthjax.data import input_pipeline, records, subsets
 from birthjax.errors import UserError
+from birthjax.train import optim
 
 from tests.conftest import A5_DIR
 
@@ -73,9 +73,10 @@ def test_out_of_range_is_a_user_error():
 
 def test_schedule_scales_with_the_documents_kept():
   c = vanilla.get_config().pretrain  # warm-up 512 * 20 tokens, floor at 200 * 2938 * 128
-  assert run.stage_schedule(c, types.SimpleNamespace(share=0.25)) == (
-      ("warmup_tokens", 2560.0), ("final_tokens", 18_803_200.0), ("clamp", False))
-  assert run.stage_schedule(c, types.SimpleNamespace(share=1.0))[1] == ("final_tokens", 75_212_800)
+  assert run.stage_optim(c, 0.25) == (
+      optim.Settings(weight_decay=0.1, decay_rule="a5", grad_clip=1.0),
+      optim.Schedule(warmup_tokens=2560.0, final_tokens=18_803_200.0, clamp=False))
+  assert run.stage_optim(c)[1].final_tokens == 75_212_800
 
 
 def _load(data_dir=None, **data):

@@ -3,6 +3,7 @@ forward cost of the three variants; each writes one PNG plot.
 
   python -m birthjax.analysis attention --out=DIR
   python -m birthjax.analysis complexity --out=DIR [--lengths=64,128,256,512,1024] [--m=32]
+      [--n_layer=4] [--n_embd=256] [--batch=1]
 
 Attention here is the handout's single head, unscaled: alpha = softmax_i(k_i . q),
 c = sum_i alpha_i v_i. Every experiment is a small pure numpy function (float64, seeded RNG,
@@ -31,16 +32,28 @@ d. Key noise: k_i ~ N(mu_i, alpha I) with orthogonal unit means, except
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 
 import numpy as np
+from absl import flags
 
 from birthjax.infer import evaluate
 from birthjax import files
 from birthjax.errors import UserError
+from birthjax.tools import cli
+
+flags.declare_key_flag(cli.OUT)  # --out: the folder for the plots (created if missing)
+flags.DEFINE_string("lengths", "64,128,256,512,1024",
+                    "complexity: input lengths l, comma-separated")
+flags.DEFINE_integer("m", 32, "complexity: bottleneck_dim")
+flags.DEFINE_integer("n_layer", 4, "complexity: layers")
+flags.DEFINE_integer("n_embd", 256, "complexity: embedding width")
+flags.DEFINE_integer("batch", 1, "complexity: batch size")
+
+COMMANDS = ("attention", "complexity")
+USAGE = "python -m birthjax.analysis {attention,complexity} --out=DIR"
 
 
 def attend(q, keys_NxD, values_NxD):
@@ -274,27 +287,38 @@ def _make_out(out: str) -> str:
   return out
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(prog="python -m birthjax.analysis", description=__doc__.splitlines()[0])
-  sub = ap.add_subparsers(dest="what", required=True)
-  at = sub.add_parser("attention", help="A5 written part 1: four numerical experiments, four PNGs")
-  at.add_argument("--out", required=True, help="folder for the PNG files (created if missing)")
-  cx = sub.add_parser("complexity", help="forward FLOPs vs input length: XLA vs closed form")
-  cx.add_argument("--out", required=True, help="folder for complexity.png/.md (created if missing)")
-  cx.add_argument("--lengths", default="64,128,256,512,1024", help="input lengths l, comma-separated")
-  cx.add_argument("--m", type=int, default=32, help="bottleneck_dim (default 32)")
-  cx.add_argument("--n_layer", type=int, default=4)
-  cx.add_argument("--n_embd", type=int, default=256)
-  cx.add_argument("--batch", type=int, default=1)
-  args = ap.parse_args(argv)
+def _usage_error(argv):
+  """None when argv is one subcommand and --out is given, else the UserError saying why."""
+  what = argv[1] if len(argv) > 1 else None
+  if what is None:
+    return UserError("no subcommand", cli.where(argv), f"usage: {USAGE}")
+  if what not in COMMANDS:
+    return UserError(f"unknown subcommand {what!r} (there are {', '.join(COMMANDS)})",
+                     cli.where(argv), f"usage: {USAGE}")
+  if len(argv) > 2:
+    return UserError(f"{what} takes no arguments, got {' '.join(argv[2:])!r}",
+                     cli.where(argv), f"usage: {USAGE}")
+  if not cli.OUT.value:
+    return UserError("--out is required", f"python -m birthjax.analysis {what}",
+                     "pass --out=DIR, the folder for the plots (created if missing)")
+  return None
+
+
+def main(argv) -> int:
+  """argv[1]: the subcommand (attention or complexity); the rest comes in flags."""
+  e = _usage_error(argv)
+  if e is not None:
+    print(e.line(), file=sys.stderr)
+    return 2
+  f = flags.FLAGS
   try:
-    out = _make_out(args.out)
-    if args.what == "attention":
+    out = _make_out(cli.OUT.value)
+    if argv[1] == "attention":
       lines = attention_report(out)
     else:
-      lines = complexity_report(out, _int_list(args.lengths), args.m, args.n_layer, args.n_embd,
-                                args.batch)
+      lines = complexity_report(out, _int_list(f.lengths), f.m, f.n_layer, f.n_embd, f.batch)
   except UserError as e:
     print(e.line(), file=sys.stderr)
-    sys.exit(1)
+    return 1
   print("\n".join(lines))
+  return 0

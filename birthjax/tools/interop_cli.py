@@ -5,16 +5,24 @@ or from --config for checkpoints whose meta lacks it (then both must agree).
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import re
 import sys
 
 import numpy as np
+from absl import flags
 
 from birthjax.errors import UserError
 from birthjax.model.interop import MODEL_FIELDS, _torch, save_torch_file
+from birthjax.tools import cli
+
+flags.declare_key_flag(cli.OUT)  # --out: the .params file to write
+flags.DEFINE_string("config", None, "export: configs/X.py[:preset]; only for checkpoints whose "
+                    "meta lacks the model config")
+
+USAGE = ("python -m birthjax.interop export CKPT_DIR --out=FILE.params "
+         "[--config=configs/X.py[:preset]]")
 
 
 def _config_model(spec: str) -> dict:
@@ -102,23 +110,32 @@ def export(ckpt_dir: str, out: str, config: str | None = None) -> str:
   return path
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m birthjax.interop",
-                                   description="Weights between birthjax and the A5 PyTorch reference.")
-  sub = parser.add_subparsers(dest="command", required=True)
-  ex = sub.add_parser("export", help="an orbax stage folder -> a reference .params file")
-  ex.add_argument("ckpt_dir", help="a stage folder, e.g. runs/vanilla/checkpoints/finetune")
-  ex.add_argument("--out", required=True, help="the .params file to write")
-  ex.add_argument("--config", default=None,
-                  help="configs/X.py[:preset]; only for checkpoints whose meta lacks the model config")
-  args = parser.parse_args(argv)
+def _usage_error(argv):
+  """None when argv is `export CKPT_DIR` and --out is given, else the UserError saying why."""
+  args, where = argv[1:], cli.where(argv)
+  if not args:
+    return UserError("no subcommand", where, f"usage: {USAGE}")
+  if args[0] != "export":
+    return UserError(f"unknown subcommand {args[0]!r} (there is one: export)", where,
+                     f"usage: {USAGE}")
+  if len(args) != 2:
+    return UserError(f"export takes one checkpoint folder, got {len(args) - 1}", where,
+                     "pass a stage folder, e.g. runs/vanilla/checkpoints/finetune; "
+                     f"usage: {USAGE}")
+  if not cli.OUT.value:
+    return UserError("--out is required", "python -m birthjax.interop export",
+                     "pass --out=FILE.params, the file to write")
+  return None
+
+
+def main(argv) -> int:
+  """argv[1:]: `export CKPT_DIR`; --out and --config come in flags."""
+  e = _usage_error(argv)
+  if e is not None:
+    print(e.line(), file=sys.stderr)
+    return 2
   try:
-    from absl import logging
-    logging.set_verbosity(logging.WARNING)
-  except ImportError:
-    pass
-  try:
-    export(args.ckpt_dir, args.out, args.config)
+    export(argv[2], cli.OUT.value, flags.FLAGS.config)
   except UserError as e:
     print(e.line(), file=sys.stderr)
     return 1

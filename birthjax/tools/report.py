@@ -19,6 +19,7 @@ import sys
 from birthjax.infer import evaluate
 from birthjax.files import atomic_write
 from birthjax.errors import UserError
+from birthjax.tools import cli
 
 STAGES = ("pretrain", "finetune")
 TSV_COLUMNS = ("question", "prediction", "gold", "confidence", "name_in_corpus")
@@ -254,12 +255,17 @@ def build(workdir: str) -> str:
   return path
 
 
+USAGE = "python -m birthjax.report WORKDIR"
+
+
 def main(argv: list[str]) -> int:
-  if len(argv) != 1 or argv[0].startswith("-"):
-    print("usage: python -m birthjax.report WORKDIR", file=sys.stderr)
+  """argv[1]: the workdir (absl's app.run; no flags of its own)."""
+  if len(argv) != 2:
+    what = "no workdir given" if len(argv) < 2 else f"one workdir expected, got {len(argv) - 1}"
+    print(UserError(what, cli.where(argv), f"usage: {USAGE}").line(), file=sys.stderr)
     return 2
   try:
-    path = build(argv[0])
+    path = build(argv[1])
   except UserError as e:
     print(e.line(), file=sys.stderr)
     return 1

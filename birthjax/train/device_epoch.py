@@ -35,7 +35,7 @@ import numpy as np
 
 from birthjax.data import examples
 from birthjax import sharding
-from birthjax.train import train
+from birthjax.train import optim, train
 from birthjax.data.vocab import MASK, PAD
 
 
@@ -211,14 +211,15 @@ def tiers(need, multiple: int, margin: float, unpacked: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=8)
-def compile_epoch(mesh, plan: Plan, *, model_cfg, opt: tuple, base_lr: float, schedule: tuple,
+def compile_epoch(mesh, plan: Plan, *, model_cfg, opt: optim.Settings, base_lr: float,
+                  schedule: optim.Schedule,
                   scan: bool = True):
   """jit(epoch)(state, arrays, data_key, seed_key, epoch) -> (state, metrics [steps]).
 
   With scan=False, a function of the same signature that runs one jitted call per step.
   """
-  step_fn = functools.partial(train.train_step, model_cfg=model_cfg, tx=train.make_tx(opt),
-                              base_lr=base_lr, schedule=dict(schedule))
+  step_fn = functools.partial(train.train_step, model_cfg=model_cfg, tx=opt.make(),
+                              base_lr=base_lr, schedule=schedule)
   data = sharding.batch_sharding(mesh)
   on_mesh = lambda batch: jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, data), batch)
 

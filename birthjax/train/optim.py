@@ -12,6 +12,7 @@ that starts with `tokens` counted is base * (1 if tokens == 0 else mult(tokens))
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import flax
@@ -32,6 +33,30 @@ def lr_multiplier(tokens, *, warmup_tokens: float, final_tokens: float, clamp: b
   if first_step_full:  # the reference's first step runs at the optimizer's initial lr
     mult = jnp.where(tokens == 0, 1.0, mult)
   return mult
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """A stage's lr schedule (hashable: compiled steps are cached by it)."""
+  warmup_tokens: float
+  final_tokens: float
+  clamp: bool = False
+
+  def multiplier(self, tokens):
+    return lr_multiplier(tokens, warmup_tokens=self.warmup_tokens,
+                         final_tokens=self.final_tokens, clamp=self.clamp)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A stage's optimizer settings (hashable: compiled steps are cached by them)."""
+  weight_decay: float = 0.1
+  decay_rule: str = "a5"
+  grad_clip: float = 1.0
+
+  def make(self):
+    return make_optimizer(weight_decay=self.weight_decay, decay_rule=self.decay_rule,
+                          grad_clip=self.grad_clip)
 
 
 def decay_mask(params, rule: str = "a5"):

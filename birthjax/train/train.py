@@ -40,7 +40,7 @@ def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
     return loss.mean_cross_entropy(logits, targets)
 
   value, grads = jax.value_and_grad(loss_fn)(state["params"])
-  lr = base_lr * optim.lr_multiplier(state["tokens"], **schedule)
+  lr = base_lr * schedule.multiplier(state["tokens"])
   opt_state = optim.set_lr(state["opt_state"], lr)
   updates, opt_state = tx.update(grads, opt_state, state["params"])
   params = jax.tree.map(jnp.add, state["params"], updates)
@@ -54,20 +54,16 @@ def train_step(state, batch, seed_key, *, model_cfg, tx, base_lr, schedule):
   return new_state, metrics
 
 
-def make_tx(opt: tuple):
-  """The optimizer from hashable settings ((name, value), ...) of optim.make_optimizer."""
-  return optim.make_optimizer(**dict(opt))
-
-
 @functools.lru_cache(maxsize=16)
-def compile_train_step(mesh, *, model_cfg, opt: tuple, base_lr: float, schedule: tuple):
+def compile_train_step(mesh, *, model_cfg, opt: optim.Settings, base_lr: float,
+                       schedule: optim.Schedule):
   """jit(train_step): state replicated and donated, batch sharded on 'data'.
 
   All arguments are hashable and the jitted function is cached, so runs with equal
   settings (e.g. tests) share one compilation.
   """
-  step = functools.partial(train_step, model_cfg=model_cfg, tx=make_tx(opt), base_lr=base_lr,
-                           schedule=dict(schedule))
+  step = functools.partial(train_step, model_cfg=model_cfg, tx=opt.make(), base_lr=base_lr,
+                           schedule=schedule)
   rep, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep),
                  donate_argnums=(0,))
