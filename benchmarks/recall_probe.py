@@ -3,6 +3,10 @@ wiki.txt line up to the first occurrence of the answer, decode greedily, and cou
 completions that start with the answer; compare with the finetuned model's dev accuracy.
 
   python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart [--stage=pretrain]
+  python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart --prefix="Where was "
+
+--prefix puts characters in front of each line (ten for "Where was ", where a question puts
+the name): learned absolute positions tie what the model stored to where a line starts.
 
 Reads the run's resolved config (W/config.json) and its checkpoint (W/checkpoints/<stage>).
 """
@@ -29,6 +33,7 @@ def main():
   p.add_argument("--workdir", required=True)
   p.add_argument("--stage", default="pretrain")
   p.add_argument("--split", default="dev")
+  p.add_argument("--prefix", default="", help="characters in front of each line")
   a = p.parse_args()
   with open(os.path.join(a.workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -36,9 +41,10 @@ def main():
   cfg = run.model_config(config)
   like = model.init_params(cfg, jax.random.key(0))
   params, _ = checkpoint.restore_params(os.path.join(a.workdir, "checkpoints", a.stage), like)
-  r = curve.own_line_recall(params, cfg, data, a.split)
+  r = curve.own_line_recall(params, cfg, data, a.split, a.prefix)
   print(f"{a.split}: answer in the person's own wiki line: {r['prompts']} of {r['questions']}")
-  print(f"{a.stage} model completes it from the line's prefix: {r['hits']} of {r['prompts']} "
+  print(f"{a.stage} model completes it from the line's start{' after ' + repr(a.prefix) if a.prefix else ''}: "
+        f"{r['hits']} of {r['prompts']} "
         f"({100.0 * r['hits'] / max(1, r['prompts']):.1f}%)")
   results = os.path.join(a.workdir, "results.json")
   if os.path.isfile(results):

@@ -615,7 +615,10 @@ def test_smoke_runs_all_stages(cache_dir, tmp_path, capsys):
   c = augmented.get_config("smoke")
   c.data.update(source="synthetic", cache_dir=cache_dir, synthetic_people=30)  # one step a stage
   results = run.run(c, str(tmp_path))
-  assert results["dev"]["total"] == 5 and 0 <= results["dev"]["correct"] <= 5
+  with open(os.path.join(tmp_path, "dev.predictions.tsv")) as f:  # question, prediction, gold, ...
+    rows = [l.rstrip("\n").split("\t") for l in f][1:]
+  assert results["dev"]["total"] == len(rows) == 5
+  assert results["dev"]["correct"] == sum(r[1] == r[2] for r in rows)
   assert "Correct: " in capsys.readouterr().out
   for split in ("dev", "test"):
     assert os.path.isfile(os.path.join(tmp_path, f"{split}.predictions"))

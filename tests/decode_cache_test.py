@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from birthjax.infer import decode, kv_cache
-from birthjax.data import examples
+from birthjax.data import corpus, examples
 from birthjax.model import model
 from birthjax.data.vocab import MASK, Vocab
 from tests.params_util import random_params
@@ -162,6 +162,55 @@ def test_cache_groups_shared_prefix_and_phases(phase, monkeypatch):
   got1 = decode.greedy_generate(params, cfg, prompts + other, steps=steps, batch_size=16, groups=1)
   for g, w in zip(got1, want):
     np.testing.assert_array_equal(g, w)
+
+
+def test_model_cache_call_is_the_forward():
+  """model.GPT called with `cache` (two groups of different widths in one call, each into its
+  own empty cache, causal) gives the plain forward's logits at every position, and with keep
+  at the kept ones; the keys/values land in the written part."""
+  params = _random_params(CFG, seed=3)
+  rng = np.random.default_rng(4)
+  toks = [jnp.asarray(rng.integers(2, CFG.vocab_size, (r, w)), jnp.int32) for r, w in ((3, 5), (2, 9))]
+  dh = CFG.n_embd // CFG.n_head
+  empty = lambda r, w: (jnp.zeros((r, CFG.n_head, w + 2, dh)),) * 2  # 2 columns to spare
+  caches = [((empty(*t.shape),),) * CFG.n_layer for t in toks]
+  masks = [(jnp.arange(t.shape[1] + 2)[None] <= jnp.arange(t.shape[1])[:, None],) for t in toks]
+  positions = [jnp.arange(t.shape[1])[None] for t in toks]
+  net = model.build(CFG)
+  want = [net.apply({"params": params}, t) for t in toks]
+  got, new = kv_cache._cached_blocks(params, CFG, toks, caches, masks, (0, 0), positions)
+  for g, w, t, c in zip(got, want, toks, new):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    k = c[0][0][0]  # layer 0, part 0, keys: written at columns 0..W-1, the spare ones untouched
+    assert np.abs(np.asarray(k[:, :, :t.shape[1]])).min() > 0 and not np.asarray(k[:, :, t.shape[1]:]).any()
+  keep = [jnp.array([4, 0, 2]), jnp.array([8, 3])]
+  got, _ = kv_cache._cached_blocks(params, CFG, toks, caches, masks, (0, 0), positions, keep=keep)
+  for g, w, kp in zip(got, want, keep):
+    assert g.shape[1] == 1
+    np.testing.assert_allclose(g[:, 0], np.asarray(w)[np.arange(len(kp)), kp], rtol=1e-5, atol=1e-5)
+
+
+def test_a5_dev_cache_equals_full_recompute(a5_dir):
+  """The KV-cache decoder (model.GPT's own Blocks, called with `cache`) against the full
+  forward passes (decode._decode_full: the model over each row's whole sequence, the
+  definition) on the 500 A5 dev questions with the default layout (the shared prefix "Where
+  was ", 16 length groups, kv_cache.PHASE), 32 steps, a small random model: the same tokens
+  and answers, log-probs to 1e-5."""
+  vocab = Vocab.from_documents(corpus.read_wiki(a5_dir))
+  questions, _ = corpus.read_eval(a5_dir, corpus.DEV)
+  cfg = model.ModelConfig(vocab_size=len(vocab), n_layer=2, n_head=4, n_embd=64, block_size=128)
+  params = _random_params(cfg, scale=0.3, seed=5)
+  prompts = [examples.prompt(vocab.encode(q)) for q in questions]
+  assert len(prompts) == 500 and all(len(p) + 31 <= cfg.block_size for p in prompts)  # all cached
+  assert vocab.decode(kv_cache.common_prefix(prompts)) == "Where was "
+  got, got_lp = decode.greedy_generate_scored(params, cfg, prompts, steps=32)
+  want, want_lp = decode.greedy_generate_scored(params, cfg, prompts, steps=32, use_cache=False)
+  _assert_varied(want)
+  for q, g, w, gl, wl in zip(questions, got, want, got_lp, want_lp):
+    np.testing.assert_array_equal(g, w, err_msg=q)
+    np.testing.assert_allclose(gl, wl, rtol=1e-5, atol=1e-5)
+  answers = {vocab.decode(decode.answer_from_generated(g)) for g in got}
+  assert len(answers) > 400, len(answers)
 
 
 def test_common_prefix():

@@ -24,8 +24,9 @@ sharded on the mesh's 'data' axis; each whole decode is one jitted call):
   values of every position, and each further step runs only the newest token of each row
   at its own position, attending to its cached positions. Positions are absolute, so this
   cannot follow the reference's crop: only rows that never need it (prompt_len + steps - 1
-  <= block_size) take this path, the others the full recompute. Its layout (a shared
-  prefix, length groups, a cache in parts) is `birthjax.infer.kv_cache`'s.
+  <= block_size) take this path, the others the full recompute. It runs model.GPT's own
+  Blocks (called with a cache, see layers.Attention); its layout (a shared prefix, length
+  groups, a cache in parts) is `birthjax.infer.kv_cache`'s.
 
 Both paths compute the reference's logits up to float rounding (sums over different
 lengths or in another order), so greedy tokens agree except at exact near-ties.

@@ -1,7 +1,9 @@
 """The one place attention math lives: attend(q, k, v, mask) and the mask builders.
 
 Vanilla and (later) Perceiver variants differ only in where q, k, v come from and which
-mask is passed. Scores of masked pairs are set to -1e10 before the softmax (the A5
+mask is passed; `Cache` is the layout of a decoding KV cache (groups of rows, each
+reading its cache in parts), which birthjax.model.layers.Attention writes and reads.
+Scores of masked pairs are set to -1e10 before the softmax (the A5
 reference's masked_fill), computed in float32.
 
 With bfloat16 q, k, v (ModelConfig.dtype='bfloat16') the scores q k^T come out of the
@@ -9,6 +11,8 @@ matmul in float32 (preferred_element_type; no bfloat16 rounding before the softm
 softmax is float32, its weights are cast to v's dtype for the weights @ v matmul.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -66,3 +70,55 @@ def attend_parts(q_BxHxQxD, parts):
   out = sum(_einsum("bhqk,bhkd->bhqd", a.astype(v.dtype), v, jnp.float32)
             for a, (_, v, _) in zip(jnp.split(att, cuts, axis=-1), parts))
   return out.astype(parts[0][1].dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cache:
+  """One attention layer's KV cache while decoding rows in groups (birthjax.infer.kv_cache
+  lays them out). A call's new inputs are the rows of one flat [N, D] array (group g's
+  R x Q rows in order, so the dense layers run once on all groups); attention runs per group.
+
+  parts[g]: group g's cache, ((k, v), ...) along the key axis, each [R, H, S_part, Dh] (or
+    batch 1: shared by every row), read as one cache whose columns are the parts' in order
+    (never concatenated: `attend_parts`);
+  masks[g]: per part, [R or 1, 1, Q, S_part] bool, or True: the columns each new query sees;
+  write: (part, column): the new inputs' keys/values go to that part of every group, at
+    column..column+Q-1 of every row (a plain in-place update);
+  keep[g]: None, or [R] positions: queries, and all after them, only at those (a prefill
+    reads nothing else), one a row;
+  shapes[g]: (R, Q) of group g's new inputs (set by the model from its tokens).
+  """
+  parts: tuple
+  masks: tuple
+  write: tuple
+  keep: tuple | None = None
+  shapes: tuple = ()
+
+  @property
+  def queries(self):
+    """(R, Q) of each group's queries (Q = 1 with keep)."""
+    return self.shapes if self.keep is None else tuple((r, 1) for r, _ in self.shapes)
+
+  def pick(self, x_NxD):
+    """The rows of x (every group's new inputs, flat) that are queries."""
+    if self.keep is None:
+      return x_NxD
+    starts = np.cumsum([0] + [r * q for r, q in self.shapes])[:-1].tolist()
+    return x_NxD[jnp.concatenate([s + jnp.arange(r) * q + k
+                                  for s, (r, q), k in zip(starts, self.shapes, self.keep)])]
+
+  @staticmethod
+  def split(t_NxC, shapes, n_head):
+    """Flat rows -> per group [R, H, Q, C / H] (shapes: (R, Q) of each group)."""
+    cuts = np.cumsum([r * q for r, q in shapes])[:-1].tolist()
+    return [t.reshape(r, q, n_head, -1).transpose(0, 2, 1, 3)
+            for t, (r, q) in zip(jnp.split(t_NxC, cuts), shapes)]
+
+  def group_masks(self, g):
+    """Group g's masks, at its queries' positions."""
+    if self.keep is None:
+      return self.masks[g]
+    (r, q), k = self.shapes[g], self.keep[g]
+    return tuple(m if m is True else jnp.take_along_axis(
+        jnp.broadcast_to(m, (r, 1, q, m.shape[-1])), k[:, None, None, None], axis=2)
+        for m in self.masks[g])

@@ -103,23 +103,47 @@ def Dropout(cfg: ModelConfig):
 class Attention(nn.Module):
   """Multi-head attention: queries from x_q, keys/values from x_kv, any [Q, K] mask.
 
-  (Decoding with a KV cache, birthjax.infer.decode, applies these same submodules to cached keys.)
+  Decoding (birthjax.infer.kv_cache) passes `cache` (an attention.Cache) and no mask: x_q
+  and x_kv are then [N, D], the new rows of every group of the batch, flat; each group's
+  keys/values go into its cache and its queries attend to that cache. Returns (output
+  [N', D], the cache with the new keys/values).
   """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxQxD, x_BxKxD, mask_QxK):
+  def __call__(self, x_BxQxD, x_BxKxD, mask_QxK, cache: attention.Cache | None = None):
     c, dt = self.cfg, compute_dtype(self.cfg)
-    split = lambda t: t.reshape(t.shape[0], t.shape[1], c.n_head, -1).transpose(0, 2, 1, 3)
+    split = (lambda t: t) if cache is not None else (  # decoding: per group (below)
+        lambda t: t.reshape(t.shape[0], t.shape[1], c.n_head, -1).transpose(0, 2, 1, 3))
     q = split(Dense(c.n_embd, "query", dtype=dt)(x_BxQxD))
     k = split(Dense(c.n_embd, "key", dtype=dt)(x_BxKxD))
     v = split(Dense(c.n_embd, "value", dtype=dt)(x_BxKxD))
+    if cache is not None:
+      y, cache = self._attend_cached(q, k, v, cache)
+      return Dropout(c)(Dense(c.n_embd, "proj", dtype=dt)(y)), cache
     rng = None if c.deterministic or c.dropout == 0 else self.make_rng("dropout")
     y = attention.attend(q, k, v, mask_QxK, dropout_rate=c.dropout, dropout_rng=rng,
                          deterministic=c.deterministic)
     b, q_len = y.shape[0], y.shape[2]
     y = y.transpose(0, 2, 1, 3).reshape(b, q_len, c.n_embd)
     return Dropout(c)(Dense(c.n_embd, "proj", dtype=dt)(y))
+
+  def _attend_cached(self, q_NxD, k_NxD, v_NxD, cache: attention.Cache):
+    """Attention's decoding step (no dropout): per group, its new keys/values written at
+    cache.write (the same column for every row), its queries attending to all its parts."""
+    c = self.cfg
+    qs = cache.split(q_NxD, cache.queries, c.n_head)
+    ks, vs = (cache.split(t, cache.shapes, c.n_head) for t in (k_NxD, v_NxD))
+    part, col = cache.write
+    parts, ys = [], []
+    for g, (q, k, v) in enumerate(zip(qs, ks, vs)):
+      new = list(cache.parts[g])
+      new[part] = tuple(jax.lax.dynamic_update_slice(buf, t.astype(buf.dtype), (0, 0, col, 0))
+                        for buf, t in zip(new[part], (k, v)))
+      parts.append(tuple(new))
+      y = attention.attend_parts(q, [(kc, vc, m) for (kc, vc), m in zip(new, cache.group_masks(g))])
+      ys.append(y.transpose(0, 2, 1, 3).reshape(-1, c.n_embd))
+    return jnp.concatenate(ys), dataclasses.replace(cache, parts=tuple(parts))
 
 
 class MLP(nn.Module):
@@ -137,18 +161,26 @@ class Block(nn.Module):
 
   With `x_kv`, queries come from x and keys/values from LN(x_kv) (same LN): the first
   Perceiver-AR layer is a vanilla layer computed for a subset of query positions.
+  With `cache` (decoding; Attention's): x is [N, D], every group's new rows, and the block
+  goes on past the keys/values only at the cache's queries (cache.pick); returns (x, cache).
   """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxQxD, mask_QxK, x_BxKxD=None):
+  def __call__(self, x_BxQxD, mask_QxK=None, x_BxKxD=None, *, cache: attention.Cache | None = None):
     dt = compute_dtype(self.cfg)
     ln1 = LayerNorm("ln1", dt)
     h_q = ln1(x_BxQxD)
     h_kv = h_q if x_BxKxD is None else ln1(x_BxKxD)
-    x_BxQxD = x_BxQxD + Attention(self.cfg, name="attn")(h_q, h_kv, mask_QxK)
+    attn = Attention(self.cfg, name="attn")
+    if cache is None:
+      y = attn(h_q, h_kv, mask_QxK)
+    else:
+      x_BxQxD, h_q = cache.pick(x_BxQxD), cache.pick(h_q)
+      y, cache = attn(h_q, h_kv, None, cache)
+    x_BxQxD = x_BxQxD + y
     x_BxQxD = x_BxQxD + MLP(self.cfg, name="mlp")(LayerNorm("ln2", dt)(x_BxQxD))
-    return x_BxQxD
+    return x_BxQxD if cache is None else (x_BxQxD, cache)
 
 
 def embed(module: nn.Module, cfg: ModelConfig, idx_BxT, positions_BxT=None):

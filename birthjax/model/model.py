@@ -6,13 +6,18 @@ one. Init as the reference: normal(0.02) weights, zero biases, LN 1/0, pos_emb z
 
 Every variant is called as `apply(params, idx_BxT, end_B=None)` and returns [B, T, V]
 logits; `end_B` (one past the last position to predict, per row) matters only to
-Perceiver-AR, whose predicted positions are a window of m positions ending there.
+Perceiver-AR, whose predicted positions are a window of m positions ending there. The
+vanilla GPT also decodes with a KV cache through the same call and the same Blocks
+(`cache=`, laid out by birthjax.infer.kv_cache).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from birthjax.model import attention
 from birthjax.model import perceiver
@@ -25,11 +30,31 @@ class GPT(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, idx_BxT, end_B=None, *, positions_BxT=None, segments_BxT=None):
+  def __call__(self, idx_BxT, end_B=None, *, positions_BxT=None, segments_BxT=None, cache=None):
     """Packed rows (birthjax.packing) give positions and segments: attention stays causal
-    and inside each segment."""
+    and inside each segment.
+
+    Decoding with a KV cache (birthjax.infer.kv_cache; deterministic): idx_BxT and
+    positions_BxT are per-group tuples ([R, Q] tokens of each group of rows, positions
+    broadcastable to them), `cache` one attention.Cache per layer. The embeddings, dense
+    layers and head run once on every group's rows together, attention per group, in these
+    same Blocks. Returns (per group [R, Q, V] logits, Q = 1 where the cache keeps one
+    position a row; the caches with the new keys/values)."""
     del end_B
     c = self.cfg
+    if cache is not None:
+      shapes = tuple(t.shape for t in idx_BxT)
+      flat = lambda ts: jnp.concatenate([jnp.broadcast_to(t, s).reshape(-1)
+                                         for t, s in zip(ts, shapes)])[None]
+      x_NxD = embed(self, c, flat(idx_BxT), flat(positions_BxT))[0]
+      new = []
+      for i in range(c.n_layer):
+        x_NxD, layer = Block(c, name=f"blocks_{i}")(
+            x_NxD, cache=dataclasses.replace(cache[i], shapes=shapes))
+        new.append(layer)
+      queries = new[-1].queries
+      logits = jnp.split(head(c, x_NxD), np.cumsum([r * q for r, q in queries])[:-1].tolist())
+      return tuple(l.reshape(r, q, -1) for l, (r, q) in zip(logits, queries)), tuple(new)
     x_BxTxD = embed(self, c, idx_BxT, positions_BxT)
     mask = attention.causal_mask(idx_BxT.shape[1])
     if segments_BxT is not None:

@@ -18,8 +18,9 @@ from absl import flags
 flags.DEFINE_integer("max_points", 0, "stop after this many new points (0: all)")
 
 
-def own_line_recall(params, cfg, data, split="dev") -> dict:
-  """Prompt with each `split` person's own wiki line up to the answer's first occurrence,
+def own_line_recall(params, cfg, data, split="dev", prefix: str = "") -> dict:
+  """Prompt with each `split` person's own wiki line up to the answer's first occurrence
+  (after `prefix`: e.g. "Where was ", ten characters, puts the name where a question does),
   decode greedily: {'hits', 'prompts' (people whose line holds the answer), 'questions'}."""
   import numpy as np
   from birthjax.data import subsets
@@ -30,7 +31,7 @@ def own_line_recall(params, cfg, data, split="dev") -> dict:
   for q, ans in zip(questions, answers):
     line = next((d for d in docs if d.startswith(subsets.name_of(q) + ".")), None)
     if line is not None and ans in line:
-      prompts.append(np.asarray(data.vocab.encode(line[:line.index(ans)]), np.int32))
+      prompts.append(np.asarray(data.vocab.encode(prefix + line[:line.index(ans)]), np.int32))
       golds.append(ans)
   if not prompts:
     return {"hits": 0, "prompts": 0, "questions": len(questions)}
