@@ -40,12 +40,7 @@ def parse_stages(stages: str) -> list[str]:
 
 
 def model_config(config, deterministic=True) -> model.ModelConfig:
-  m = config.model
-  return model.ModelConfig(vocab_size=m.vocab_size, variant=m.variant, n_layer=m.n_layer,
-                           n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                           dropout=m.dropout, dropout_rng=m.get("dropout_rng", "threefry"),
-                           bottleneck_dim=m.bottleneck_dim, dtype=m.get("dtype", "float32"),
-                           deterministic=deterministic)
+  return model.ModelConfig.from_config(config.model, deterministic)
 
 
 def fingerprint(*parts) -> str:

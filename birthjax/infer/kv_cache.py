@@ -29,7 +29,7 @@ import numpy as np
 
 from birthjax.model import attention, loss, model
 from birthjax import sharding
-from birthjax.model.layers import ModelConfig, compute_dtype
+from birthjax.model.config import ModelConfig, compute_dtype
 
 
 def round_up(x: int, q: int) -> int:

@@ -23,35 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from birthjax.model import attention
+from birthjax.model.config import ModelConfig, compute_dtype
 
 init_normal = nn.initializers.normal(stddev=0.02)
-DTYPES = ("float32", "bfloat16")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  vocab_size: int
-  variant: str = "vanilla"  # 'vanilla' | 'perceiver' | 'perceiver_ar'
-  n_layer: int = 4
-  n_head: int = 8
-  n_embd: int = 256
-  block_size: int = 128
-  dropout: float = 0.1
-  dropout_rng: str = "threefry"  # 'threefry' | 'hash' (birthjax.model.fastrng): how dropout bits are drawn
-  bottleneck_dim: int = 64  # m: latents of the perceiver variants
-  deterministic: bool = True  # False while training (dropout on)
-  dtype: str = "float32"  # 'float32' | 'bfloat16': compute dtype (parameters stay float32)
-
-  def __post_init__(self):
-    if self.dtype not in DTYPES:
-      raise ValueError(f"model dtype {self.dtype!r}: expected one of {DTYPES}")
-
-
-def compute_dtype(cfg: ModelConfig):
-  """The dtype of matmuls and activations."""
-  return jnp.dtype(cfg.dtype)
-
-
 def _keep_bias(inputs, kernel, bias, dtype):
   return inputs.astype(dtype), kernel.astype(dtype), bias
 

@@ -13,6 +13,7 @@ vanilla GPT also decodes with a KV cache through the same call and the same Bloc
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -21,7 +22,8 @@ import numpy as np
 
 from birthjax.model import attention
 from birthjax.model import perceiver
-from birthjax.model.layers import Block, ModelConfig, embed, head
+from birthjax.model.config import ModelConfig
+from birthjax.model.layers import Block, embed, head
 
 __all__ = ["ModelConfig", "GPT", "build", "init_params", "param_count", "VARIANTS"]
 
@@ -81,13 +83,10 @@ def init_params(cfg: ModelConfig, rng) -> dict:
   return _init(cfg)(rng, x)["params"]
 
 
-_init_cache = {}
-
-
+@functools.lru_cache(maxsize=32)
 def _init(cfg):
-  if cfg not in _init_cache:  # one compilation per config
-    _init_cache[cfg] = jax.jit(build(cfg).init)
-  return _init_cache[cfg]
+  """jit(init), one compilation per config."""
+  return jax.jit(build(cfg).init)
 
 
 def param_count(params) -> int:

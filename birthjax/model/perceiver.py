@@ -39,7 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from birthjax.model import attention
-from birthjax.model.layers import MLP, Attention, Block, LayerNorm, ModelConfig, compute_dtype, embed, head
+from birthjax.model.config import ModelConfig, compute_dtype
+from birthjax.model.layers import MLP, Attention, Block, LayerNorm, embed, head
 from birthjax.data.vocab import PAD
 
 

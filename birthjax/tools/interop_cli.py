@@ -43,7 +43,7 @@ def _config_model(spec: str) -> dict:
 
 
 def _model_cfg(fields: dict, where: str):
-  from birthjax.model.layers import ModelConfig
+  from birthjax.model.config import ModelConfig
   missing = [k for k in MODEL_FIELDS if k not in fields]
   if missing:
     raise UserError(f"the model config lacks {', '.join(missing)}", where,
