@@ -15,7 +15,7 @@ out the rows and caches (attention.Cache) and runs the steps:
 
 A5 dev set (500 questions, 32 characters) on 2 CPU cores (the machine of README's Speed
 table): 0.84-0.95 s, first call 11-14 s with the compile (one padded cache: 3.5 s on a slower CPU).
-Tests: tests/decode_cache_test.py (tokens and log-probs against the reference loop, and
+Tests: tests/infer/decode_cache_test.py (tokens and log-probs against the reference loop, and
 against the full forward passes on the A5 dev questions).
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def round_up(x: int, q: int) -> int:
 
 def _cached_blocks(params, c: ModelConfig, tokens, caches, masks, write, positions, keep=None):
   """model.GPT (its own call, with `cache`) over groups of rows, each with its own KV cache
-  (the name, kept from when this was the blocks alone, is what tests/dtype_test.py spies on).
+  (the name, kept from when this was the blocks alone, is what tests/model/dtype_test.py spies on).
 
   tokens[g]: [R, Q] new tokens of group g, at positions[g] (broadcastable to them).
   caches[g][layer]: that layer's cache as parts ((k, v), ...), each [R, H, S_part, Dh], read

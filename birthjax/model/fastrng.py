@@ -13,7 +13,7 @@ integer ops a word: a [64, 8, 128, 128] Bernoulli mask takes ~5 ms here, threefr
 Registered with `jax.extend.random.define_prng_impl`, so flax's nn.Dropout and
 jax.random.bernoulli use it unchanged: train_step rewraps its dropout key (`rewrap`).
 Statistics (keep rate, independence across keys and positions) are tested in
-tests/fastrng_test.py. Default stays threefry ('threefry'), the A5-faithful setting.
+tests/model/fastrng_test.py. Default stays threefry ('threefry'), the A5-faithful setting.
 """
 from __future__ import annotations
 

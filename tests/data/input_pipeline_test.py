@@ -11,7 +11,7 @@ import pytest
 from birthjax.data import corpus, input_pipeline, synthetic, tfds_builders
 from birthjax.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # ---------------------------------------------------------------- load
 

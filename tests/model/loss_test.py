@@ -1,9 +1,6 @@
 """Tests for birthjax.model.loss: PAD-masked cross-entropy, hand-worked."""
 import math
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jax
 import jax.numpy as jnp

@@ -1,8 +1,5 @@
 """Tests for birthjax.model.attention: attend() against hand-worked numpy softmax attention."""
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jax
 import jax.numpy as jnp

@@ -20,7 +20,7 @@ from birthjax.errors import UserError
 from birthjax.data.input_pipeline import Data
 from birthjax.data.vocab import MASK, MASK_CHAR, PAD, PAD_CHAR, Vocab
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import augmented  # noqa: E402
 from configs import vanilla  # noqa: E402
 

@@ -10,7 +10,7 @@ import pytest
 from birthjax.errors import UserError
 from birthjax.tools import compare
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N = 10
 QUESTIONS = [f"Where was P{i} born?" for i in range(N)]
 

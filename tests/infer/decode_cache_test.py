@@ -3,10 +3,7 @@ length-bucketed full recompute, against the original loop and the reference's pe
 sample() loop, on tiny random models with large weights (varied, tie-free greedy tokens)."""
 import dataclasses
 import functools
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import jax
 import jax.numpy as jnp

@@ -17,7 +17,7 @@ from birthjax.model import model
 from birthjax import run
 from birthjax.errors import UserError
 from birthjax.data.vocab import MASK
-from tests.decode_cache_test import BATCH, CFG, PROMPTS, STEPS  # shapes compiled there too
+from tests.infer.decode_cache_test import BATCH, CFG, PROMPTS, STEPS  # shapes compiled there too
 from tests.params_util import random_params
 from tests.run_test import smoke_config
 

@@ -1,10 +1,7 @@
 """Tests for birthjax.model.model: the A5 GPT's parameters, init, numerics (vs numpy), causality, dropout."""
 import dataclasses
 import math
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flax
 import flax.linen as nn

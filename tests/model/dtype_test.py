@@ -3,10 +3,7 @@ the same parameters (every variant), a bf16 train step learns and keeps paramete
 optimizer state float32, bf16 greedy decoding (KV cache and recompute) agree. float32 mode
 is covered by every other test file: it is the reference's arithmetic, bit for bit."""
 import dataclasses
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flax.linen as nn
 import jax

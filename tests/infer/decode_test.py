@@ -1,9 +1,6 @@
 """Tests for birthjax.infer.decode: batched greedy decoding vs the reference's per-prompt sample() loop."""
 import math
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flax
 import jax

@@ -1,10 +1,7 @@
 """Tests for birthjax.train.optim (A5 lr schedule, weight-decay masks, clipped AdamW) and train.train_step."""
 import dataclasses
 import math
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flax
 import jax

@@ -10,7 +10,7 @@ import sys
 
 import birthjax.tools
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMANDS = ("analysis", "report", "interop", "ask", "curve", "compare", "london_baseline")
 # Entries still calling absl's app.run, whose --help exits 1 (and lists no flags): move them to
 # birthjax.tools.cli.run(main) and drop them here.

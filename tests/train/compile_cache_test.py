@@ -6,7 +6,7 @@ import textwrap
 
 from birthjax.train import compile_cache
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CPU = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -2,10 +2,7 @@
 numerics vs numpy, input dependence by gradients, training window, decoding, train step)."""
 import dataclasses
 import math
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flax
 import jax

@@ -10,7 +10,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import flax  # noqa: E402
 import jax  # noqa: E402
@@ -23,7 +22,7 @@ from birthjax.model import interop, model
 from birthjax.tools import cli, interop_cli, torch_a5
 from birthjax.errors import UserError  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = {
     "vanilla": model.ModelConfig(vocab_size=40, n_layer=2, n_head=2, n_embd=32, block_size=16),
     "perceiver": model.ModelConfig(vocab_size=40, variant="perceiver", n_layer=3, n_head=2,
