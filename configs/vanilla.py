@@ -56,6 +56,7 @@ def get_config(preset=None):
       dropout_rng="hash",  # dropout bits from a cheap keyed hash (birthjax/model/fastrng.py); 'threefry': JAX's default
       bottleneck_dim=64,  # m, latents of the perceiver variants (the reference's run.py: 32)
       dtype="float32",  # 'bfloat16': matmuls and activations in bf16; params, LN, softmax, loss in f32
+      positions="learned",  # 'learned': absolute pos_emb (A5); 'rope': rotary q/k, no pos_emb (vanilla)
   ))
   final_tokens = 200 * A5_DOCUMENTS * 128
   c.pretrain = stage(650, 128, 6e-3, final_tokens)

@@ -59,6 +59,20 @@ def attend(q_BxHxQxD, k_BxHxKxD, v_BxHxKxD, mask_QxK, *, dropout_rate: float = 0
   return jnp.einsum("bhqk,bhkd->bhqd", att_BxHxQxK, v_BxHxKxD)
 
 
+def rotary(x, positions, base: float = 10000.0):
+  """Rotary position embedding (RoFormer; the 2024 A5 handout's convention): the pairs
+  (x[2i], x[2i+1]) of the last axis rotated by the angle position * base^(-2i/D), in
+  float32. `positions` broadcasts against x.shape[:-1] (e.g. [B, 1, T] for [B, H, T, D]).
+  Scores of rotated queries and keys depend on positions only through their difference."""
+  d = x.shape[-1]
+  inv = base ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+  angle = jnp.asarray(positions, jnp.float32)[..., None] * inv
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  pairs = x.astype(jnp.float32).reshape(*x.shape[:-1], d // 2, 2)
+  a, b = pairs[..., 0], pairs[..., 1]
+  return jnp.stack([a * cos - b * sin, a * sin + b * cos], axis=-1).reshape(x.shape).astype(x.dtype)
+
+
 def attend_parts(q_BxHxQxD, parts):
   """`attend` (no dropout) over keys/values given as parts [(k, v, mask), ...] along the key
   axis, without concatenating them: one softmax over all parts' scores (decoding caches).

@@ -8,6 +8,7 @@ import dataclasses
 import jax.numpy as jnp
 
 DTYPES = ("float32", "bfloat16")
+POSITIONS = ("learned", "rope")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,19 +24,24 @@ class ModelConfig:
   bottleneck_dim: int = 64  # m: latents of the perceiver variants
   deterministic: bool = True  # False while training (dropout on)
   dtype: str = "float32"  # 'float32' | 'bfloat16': compute dtype (parameters stay float32)
+  positions: str = "learned"  # 'learned': absolute pos_emb (A5); 'rope': rotary q/k (vanilla only)
 
   def __post_init__(self):
     if self.dtype not in DTYPES:
       raise ValueError(f"model dtype {self.dtype!r}: expected one of {DTYPES}")
+    if self.positions not in POSITIONS:
+      raise ValueError(f"model positions {self.positions!r}: expected one of {POSITIONS}")
 
   @classmethod
   def from_config(cls, m, deterministic: bool = True) -> "ModelConfig":
-    """From the config's `model` section (ml_collections; fields missing from an older
-    run's config.json take their defaults)."""
-    return cls(vocab_size=m.vocab_size, variant=m.variant, n_layer=m.n_layer, n_head=m.n_head,
-               n_embd=m.n_embd, block_size=m.block_size, dropout=m.dropout,
-               dropout_rng=m.get("dropout_rng", "threefry"), bottleneck_dim=m.bottleneck_dim,
-               dtype=m.get("dtype", "float32"), deterministic=deterministic)
+    """From the config's `model` section (an ml_collections ConfigDict or a plain dict, e.g.
+    a run's config.json; fields an older run's config lacks take their defaults)."""
+    return cls(vocab_size=int(m["vocab_size"]), variant=str(m["variant"]),
+               n_layer=int(m["n_layer"]), n_head=int(m["n_head"]), n_embd=int(m["n_embd"]),
+               block_size=int(m["block_size"]), dropout=float(m["dropout"]),
+               dropout_rng=m.get("dropout_rng", "threefry"),
+               bottleneck_dim=int(m["bottleneck_dim"]), dtype=m.get("dtype", "float32"),
+               positions=m.get("positions", "learned"), deterministic=deterministic)
 
 
 def compute_dtype(cfg: ModelConfig):

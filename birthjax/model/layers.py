@@ -85,13 +85,21 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxQxD, x_BxKxD, mask_QxK, cache: attention.Cache | None = None):
+  def __call__(self, x_BxQxD, x_BxKxD, mask_QxK, cache: attention.Cache | None = None,
+               rope=None):
+    """`rope`: (query positions, key positions) with model.positions='rope', [B, Q] and
+    [B, K] (decoding: [N'] and [N], the flat rows'): q and k are rotated by them."""
     c, dt = self.cfg, compute_dtype(self.cfg)
     split = (lambda t: t) if cache is not None else (  # decoding: per group (below)
         lambda t: t.reshape(t.shape[0], t.shape[1], c.n_head, -1).transpose(0, 2, 1, 3))
     q = split(Dense(c.n_embd, "query", dtype=dt)(x_BxQxD))
     k = split(Dense(c.n_embd, "key", dtype=dt)(x_BxKxD))
     v = split(Dense(c.n_embd, "value", dtype=dt)(x_BxKxD))
+    if rope is not None:  # [B, H, T, Dh] (positions [B, 1, T]) or flat [N, D] ([N, H, Dh])
+      turn = (lambda t, p: attention.rotary(t, p[:, None])) if cache is None else (
+          lambda t, p: attention.rotary(t.reshape(t.shape[0], c.n_head, -1), p[:, None]
+                                        ).reshape(t.shape))
+      q, k = turn(q, rope[0]), turn(k, rope[1])
     if cache is not None:
       y, cache = self._attend_cached(q, k, v, cache)
       return Dropout(c)(Dense(c.n_embd, "proj", dtype=dt)(y)), cache
@@ -141,17 +149,20 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxQxD, mask_QxK=None, x_BxKxD=None, *, cache: attention.Cache | None = None):
+  def __call__(self, x_BxQxD, mask_QxK=None, x_BxKxD=None, *, cache: attention.Cache | None = None,
+               positions=None):
+    """`positions` ([B, T]; decoding: [N]) with model.positions='rope' (self-attention)."""
     dt = compute_dtype(self.cfg)
     ln1 = LayerNorm("ln1", dt)
     h_q = ln1(x_BxQxD)
     h_kv = h_q if x_BxKxD is None else ln1(x_BxKxD)
     attn = Attention(self.cfg, name="attn")
     if cache is None:
-      y = attn(h_q, h_kv, mask_QxK)
+      y = attn(h_q, h_kv, mask_QxK, rope=None if positions is None else (positions, positions))
     else:
       x_BxQxD, h_q = cache.pick(x_BxQxD), cache.pick(h_q)
-      y, cache = attn(h_q, h_kv, None, cache)
+      rope = None if positions is None else (cache.pick(positions), positions)
+      y, cache = attn(h_q, h_kv, None, cache, rope=rope)
     x_BxQxD = x_BxQxD + y
     x_BxQxD = x_BxQxD + MLP(self.cfg, name="mlp")(LayerNorm("ln2", dt)(x_BxQxD))
     return x_BxQxD if cache is None else (x_BxQxD, cache)
@@ -162,10 +173,13 @@ def embed(module: nn.Module, cfg: ModelConfig, idx_BxT, positions_BxT=None):
 
   Called inside a variant's compact __call__, so `tok_emb` and `pos_emb` are top-level
   parameters of every variant, as in the reference. The sum is taken in float32 and is
-  the residual stream, in the compute dtype.
+  the residual stream, in the compute dtype. With model.positions='rope' there is no
+  `pos_emb`: positions enter in attention (attention.rotary).
   """
   tok_BxTxD = nn.Embed(cfg.vocab_size, cfg.n_embd, embedding_init=init_normal,
                        param_dtype=jnp.float32, name="tok_emb")(idx_BxT)
+  if cfg.positions == "rope":
+    return Dropout(cfg)(tok_BxTxD.astype(compute_dtype(cfg)))
   pos_1xLxD = module.param("pos_emb", nn.initializers.zeros, (1, cfg.block_size, cfg.n_embd))
   pos = pos_1xLxD[:, :idx_BxT.shape[1]] if positions_BxT is None else pos_1xLxD[0][positions_BxT]
   return Dropout(cfg)((tok_BxTxD + pos).astype(compute_dtype(cfg)))

@@ -48,11 +48,13 @@ class GPT(nn.Module):
       shapes = tuple(t.shape for t in idx_BxT)
       flat = lambda ts: jnp.concatenate([jnp.broadcast_to(t, s).reshape(-1)
                                          for t, s in zip(ts, shapes)])[None]
-      x_NxD = embed(self, c, flat(idx_BxT), flat(positions_BxT))[0]
+      pos_N = flat(positions_BxT)
+      x_NxD = embed(self, c, flat(idx_BxT), pos_N)[0]
+      rope = pos_N[0] if c.positions == "rope" else None
       new = []
       for i in range(c.n_layer):
         x_NxD, layer = Block(c, name=f"blocks_{i}")(
-            x_NxD, cache=dataclasses.replace(cache[i], shapes=shapes))
+            x_NxD, cache=dataclasses.replace(cache[i], shapes=shapes), positions=rope)
         new.append(layer)
       queries = new[-1].queries
       logits = jnp.split(head(c, x_NxD), np.cumsum([r * q for r, q in queries])[:-1].tolist())
@@ -62,8 +64,12 @@ class GPT(nn.Module):
     if segments_BxT is not None:
       same_BxTxT = segments_BxT[:, :, None] == segments_BxT[:, None, :]
       mask = (mask & same_BxTxT)[:, None]  # [B, 1, T, T]
+    rope = None
+    if c.positions == "rope":
+      rope = (positions_BxT if positions_BxT is not None
+              else jnp.arange(idx_BxT.shape[1])[None])
     for i in range(c.n_layer):
-      x_BxTxD = Block(c, name=f"blocks_{i}")(x_BxTxD, mask)
+      x_BxTxD = Block(c, name=f"blocks_{i}")(x_BxTxD, mask, positions=rope)
     return head(c, x_BxTxD)
 
 

@@ -48,10 +48,12 @@ def _model_cfg(fields: dict, where: str):
   if missing:
     raise UserError(f"the model config lacks {', '.join(missing)}", where,
                     "pass --config=configs/X.py[:preset] of the run that wrote the checkpoint")
-  return ModelConfig(vocab_size=int(fields["vocab_size"]), variant=str(fields["variant"]),
-                     n_layer=int(fields["n_layer"]), n_head=int(fields["n_head"]),
-                     n_embd=int(fields["n_embd"]), block_size=int(fields["block_size"]),
-                     dropout=float(fields["dropout"]), bottleneck_dim=int(fields["bottleneck_dim"]))
+  cfg = ModelConfig.from_config(fields)
+  if cfg.positions != "learned":
+    raise UserError(f"a model.positions={cfg.positions} model has no counterpart in the reference "
+                    "(its positions are the learned pos_emb)", where,
+                    "export a run with model.positions=learned")
+  return cfg
 
 
 def export(ckpt_dir: str, out: str, config: str | None = None) -> str:
