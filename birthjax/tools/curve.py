@@ -89,12 +89,11 @@ def point(workdir, config, data, mesh, epoch, step) -> dict:
           "recall_rate": 100.0 * recall["hits"] / max(1, recall["prompts"])}
 
 
-def plot(path: str, points: list[dict], title: str, stage=None):
-  """Dev accuracy and own-line completion against pretraining epochs; with `stage` (the
-  pretrain settings) also the lr schedule, from the token count an epoch."""
+def plot(path: str, points: list[dict], title: str, epochs: int = 0, schedule=None):
+  """Dev accuracy and own-line completion against pretraining epochs; with `schedule`
+  (pretraining's optim.Schedule, over `epochs`) also the lr, from the token count an epoch."""
   import numpy as np
   from birthjax.infer import evaluate
-  from birthjax.train import optim
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -103,12 +102,11 @@ def plot(path: str, points: list[dict], title: str, stage=None):
   ax.plot(xs, [p["dev_accuracy"] for p in points], "o-", label="dev accuracy after finetuning")
   ax.plot(xs, [p["recall_rate"] for p in points], "s--",
           label="own-line completion (pretrained model)")
-  if stage is not None and points and points[-1]["epoch"] and points[-1].get("tokens"):
+  if schedule is not None and points and points[-1]["epoch"] and points[-1].get("tokens"):
     per_epoch = points[-1]["tokens"] / points[-1]["epoch"]
-    epochs = np.arange(0, int(stage.epochs) + 1)
-    mult = optim.lr_multiplier(epochs * per_epoch, warmup_tokens=stage.warmup_tokens,
-                               final_tokens=stage.final_tokens, clamp=stage.clamp_schedule)
-    ax.plot(epochs, 100 * np.asarray(mult), ":", color="gray", label="learning rate (% of base)")
+    xs = np.arange(0, int(epochs) + 1)
+    mult = schedule.multiplier(xs * per_epoch)
+    ax.plot(xs, 100 * np.asarray(mult), ":", color="gray", label="learning rate (% of base)")
   ax.set_xlabel("pretraining epoch"), ax.set_ylabel("%"), ax.set_ylim(0, 100)
   ax.set_title(title, fontsize=9), ax.grid(alpha=0.3), ax.legend(fontsize=8)
   evaluate.save_png(fig, path, dpi=120, bbox_inches="tight")
@@ -126,13 +124,15 @@ def curve(workdir: str, max_points: int = 0) -> list[dict]:
   todo = [(e, s) for e, s in kept_points(workdir) if s not in {p["step"] for p in done}]
   data = input_pipeline.load(config.data, config.model.block_size)
   mesh = sharding.make_mesh()
+  from birthjax import run
   for epoch, step in todo[:max_points or None]:
-    done = sorted(done + [point(workdir, config, data, mesh, epoch, step)], key=lambda p: p["step"])
+    new = point(workdir, config, data, mesh, epoch, step)
+    done = sorted(done + [new], key=lambda p: p["step"])
     files.atomic_write(path, json.dumps({"points": done}, indent=2))
-    print(f"curve: epoch {epoch}: dev {done[-1]['dev_correct']}/{done[-1]['dev_total']}, "
-          f"own line {[p for p in done if p['step'] == step][0]['recall_rate']:.1f}%", flush=True)
+    print(f"curve: epoch {epoch}: dev {new['dev_correct']}/{new['dev_total']}, "
+          f"own line {new['recall_hits']}/{new['recall_prompts']}", flush=True)
   plot(os.path.join(workdir, "curve.png"), done, os.path.basename(os.path.abspath(workdir)),
-       config.pretrain)
+       config.pretrain.epochs, run.stage_optim(config.pretrain, data.share)[1])
   return done
 
 
