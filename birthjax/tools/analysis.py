@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 import numpy as np
 from absl import flags
@@ -287,38 +286,30 @@ def _make_out(out: str) -> str:
   return out
 
 
-def _usage_error(argv):
-  """None when argv is one subcommand and --out is given, else the UserError saying why."""
+def _check_usage(argv):
+  """A UsageError unless argv is one subcommand and --out is given."""
   what = argv[1] if len(argv) > 1 else None
   if what is None:
-    return UserError("no subcommand", cli.where(argv), f"usage: {USAGE}")
+    raise cli.UsageError("no subcommand", cli.where(argv), f"usage: {USAGE}")
   if what not in COMMANDS:
-    return UserError(f"unknown subcommand {what!r} (there are {', '.join(COMMANDS)})",
+    raise cli.UsageError(f"unknown subcommand {what!r} (there are {', '.join(COMMANDS)})",
                      cli.where(argv), f"usage: {USAGE}")
   if len(argv) > 2:
-    return UserError(f"{what} takes no arguments, got {' '.join(argv[2:])!r}",
+    raise cli.UsageError(f"{what} takes no arguments, got {' '.join(argv[2:])!r}",
                      cli.where(argv), f"usage: {USAGE}")
   if not cli.OUT.value:
-    return UserError("--out is required", f"python -m birthjax.analysis {what}",
+    raise cli.UsageError("--out is required", f"python -m birthjax.analysis {what}",
                      "pass --out=DIR, the folder for the plots (created if missing)")
-  return None
 
 
 def main(argv) -> int:
   """argv[1]: the subcommand (attention or complexity); the rest comes in flags."""
-  e = _usage_error(argv)
-  if e is not None:
-    print(e.line(), file=sys.stderr)
-    return 2
+  _check_usage(argv)
   f = flags.FLAGS
-  try:
-    out = _make_out(cli.OUT.value)
-    if argv[1] == "attention":
-      lines = attention_report(out)
-    else:
-      lines = complexity_report(out, _int_list(f.lengths), f.m, f.n_layer, f.n_embd, f.batch)
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    return 1
+  out = _make_out(cli.OUT.value)
+  if argv[1] == "attention":
+    lines = attention_report(out)
+  else:
+    lines = complexity_report(out, _int_list(f.lengths), f.m, f.n_layer, f.n_embd, f.batch)
   print("\n".join(lines))
   return 0

@@ -72,17 +72,12 @@ def ask(workdir: str, questions: list[str], abstain_below: float = 0.0, steps: i
 
 
 def main(argv):
-  from birthjax.errors import UserError
+  from birthjax.tools import cli
   if len(argv) < 2:
-    print('error: usage: python -m birthjax.ask W ["question" ...] (or questions on standard '
-          "input); fix: pass the workdir of a finished run", file=sys.stderr)
-    sys.exit(2)
+    raise cli.UsageError("no workdir given", cli.where(argv), 'pass the workdir of a finished run: '
+                         'python -m birthjax.ask W ["question" ...] (or questions on standard input)')
   questions = argv[2:] or [l.rstrip("\r\n") for l in sys.stdin if l.strip()]
-  try:
-    rows, errors = ask(argv[1], questions, flags.FLAGS.abstain_below, flags.FLAGS.steps)
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    sys.exit(1)
+  rows, errors = ask(argv[1], questions, flags.FLAGS.abstain_below, flags.FLAGS.steps)
   for q, a, c, known in rows:
     print(f"{q}\t{a}\t{c:.3f}\t{'yes' if known else 'no'}", flush=True)
   for line in errors:

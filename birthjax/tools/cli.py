@@ -6,7 +6,9 @@ Each entry module (birthjax/X.py) calls `run(main)`, absl's app.run with three c
 - a flag error (an unknown flag, a bad value) is one `error:` line on stderr, exit 2, the
   way main.py reports them;
 - absl logging defaults to WARNING (library INFO lines need --verbosity=0).
-`main(argv)` gets the positional arguments in argv[1:] and returns the exit status.
+`main(argv)` gets the positional arguments in argv[1:] and returns the exit status (None: 0);
+a UserError it raises is printed as its one `error:` line, exit 1, a UsageError (a bad
+command line) exit 2.
 
 absl's FLAGS is one global: a flag name defined by two imported modules is a
 DuplicateFlagError. Every tool module is imported into one process (the tests), so a flag
@@ -27,6 +29,10 @@ OUT = flags.DEFINE_string(
 
 HELP = ("-h", "-?", "--help", "-help", "--helpshort", "-helpshort")
 HELPFULL = ("--helpfull", "-helpfull")
+
+
+class UsageError(UserError):
+  """A command line a tool cannot run (exit 2)."""
 
 
 def where(argv) -> str:
@@ -66,7 +72,11 @@ def parse(argv: list[str], prog: str) -> list[str]:
 def _call(main, argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  return main(argv)
+  try:
+    return main(argv)
+  except UserError as e:
+    print(e.line(), file=sys.stderr)
+    return 2 if isinstance(e, UsageError) else 1
 
 
 def run(main) -> None:

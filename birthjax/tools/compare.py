@@ -27,7 +27,6 @@ import json
 import math
 import os
 import statistics
-import sys
 from fractions import Fraction
 
 from absl import flags
@@ -224,8 +223,4 @@ def table(workdirs, split: str = "dev") -> str:
 
 
 def main(argv):
-  try:
-    print(table(argv[1:], flags.FLAGS.split))
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    sys.exit(1)
+  print(table(argv[1:], flags.FLAGS.split))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import flags
 
@@ -137,13 +136,8 @@ def curve(workdir: str, max_points: int = 0) -> list[dict]:
 
 
 def main(argv):
-  from birthjax.errors import UserError
+  from birthjax.tools import cli
   if len(argv) != 2:
-    print("error: usage: python -m birthjax.curve W [--max_points=N]; fix: pass one workdir",
-          file=sys.stderr)
-    sys.exit(2)
-  try:
-    curve(argv[1], flags.FLAGS.max_points)
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    sys.exit(1)
+    raise cli.UsageError(f"one workdir expected, got {len(argv) - 1}", cli.where(argv),
+                         "pass one workdir: python -m birthjax.curve W [--max_points=N]")
+  curve(argv[1], flags.FLAGS.max_points)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import sys
 
 import numpy as np
 from absl import flags
@@ -112,33 +111,25 @@ def export(ckpt_dir: str, out: str, config: str | None = None) -> str:
   return path
 
 
-def _usage_error(argv):
-  """None when argv is `export CKPT_DIR` and --out is given, else the UserError saying why."""
+def _check_usage(argv):
+  """A UsageError unless argv is `export CKPT_DIR` and --out is given."""
   args, where = argv[1:], cli.where(argv)
   if not args:
-    return UserError("no subcommand", where, f"usage: {USAGE}")
+    raise cli.UsageError("no subcommand", where, f"usage: {USAGE}")
   if args[0] != "export":
-    return UserError(f"unknown subcommand {args[0]!r} (there is one: export)", where,
+    raise cli.UsageError(f"unknown subcommand {args[0]!r} (there is one: export)", where,
                      f"usage: {USAGE}")
   if len(args) != 2:
-    return UserError(f"export takes one checkpoint folder, got {len(args) - 1}", where,
+    raise cli.UsageError(f"export takes one checkpoint folder, got {len(args) - 1}", where,
                      "pass a stage folder, e.g. runs/vanilla/checkpoints/finetune; "
                      f"usage: {USAGE}")
   if not cli.OUT.value:
-    return UserError("--out is required", "python -m birthjax.interop export",
+    raise cli.UsageError("--out is required", "python -m birthjax.interop export",
                      "pass --out=FILE.params, the file to write")
-  return None
 
 
 def main(argv) -> int:
   """argv[1:]: `export CKPT_DIR`; --out and --config come in flags."""
-  e = _usage_error(argv)
-  if e is not None:
-    print(e.line(), file=sys.stderr)
-    return 2
-  try:
-    export(argv[2], cli.OUT.value, flags.FLAGS.config)
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    return 1
+  _check_usage(argv)
+  export(argv[2], cli.OUT.value, flags.FLAGS.config)
   return 0

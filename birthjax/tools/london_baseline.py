@@ -1,6 +1,5 @@
 """Predict "London" for every dev question: `python -m birthjax.london_baseline --data_dir=DIR`."""
 import os
-import sys
 
 from absl import flags
 
@@ -14,13 +13,9 @@ flags.DEFINE_string("eval_file", corpus.DEV, "question file inside --data_dir")
 
 def main(argv):
   del argv
-  try:
-    _, answers = corpus.read_eval(flags.FLAGS.data_dir, flags.FLAGS.eval_file)
-    if answers is None:
-      raise UserError("the question file has no answers to score against",
-                      os.path.join(flags.FLAGS.data_dir, flags.FLAGS.eval_file),
-                      "use a file of `question<TAB>answer` lines such as birth_dev.tsv")
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    sys.exit(1)
+  _, answers = corpus.read_eval(flags.FLAGS.data_dir, flags.FLAGS.eval_file)
+  if answers is None:
+    raise UserError("the question file has no answers to score against",
+                    os.path.join(flags.FLAGS.data_dir, flags.FLAGS.eval_file),
+                    "use a file of `question<TAB>answer` lines such as birth_dev.tsv")
   print(evaluate.report_line(*evaluate.score(["London"] * len(answers), answers)))

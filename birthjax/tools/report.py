@@ -14,7 +14,6 @@ import html
 import json
 import os
 import struct
-import sys
 
 from birthjax.infer import evaluate
 from birthjax.files import atomic_write
@@ -262,12 +261,7 @@ def main(argv: list[str]) -> int:
   """argv[1]: the workdir (absl's app.run; no flags of its own)."""
   if len(argv) != 2:
     what = "no workdir given" if len(argv) < 2 else f"one workdir expected, got {len(argv) - 1}"
-    print(UserError(what, cli.where(argv), f"usage: {USAGE}").line(), file=sys.stderr)
-    return 2
-  try:
-    path = build(argv[1])
-  except UserError as e:
-    print(e.line(), file=sys.stderr)
-    return 1
+    raise cli.UsageError(what, cli.where(argv), f"usage: {USAGE}")
+  path = build(argv[1])
   print(f"report written to {path}")
   return 0

@@ -18,8 +18,8 @@ BAD = {  # an invocation each command refuses: (args, what its one error line sa
     "analysis": (["plots", "--out=x"], "unknown subcommand 'plots'"),
     "report": ([], "no workdir given"),
     "interop": (["export", "ckpt"], "--out is required"),
-    "ask": ([], "usage: python -m birthjax.ask W"),
-    "curve": ([], "usage: python -m birthjax.curve W"),
+    "ask": ([], "no workdir given"),
+    "curve": ([], "one workdir expected, got 0"),
     "compare": ([], "no workdirs to compare"),
     "london_baseline": (["--data_dir=/nonexistent/birthjax"], "missing data file"),
 }
