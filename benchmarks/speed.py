@@ -57,9 +57,9 @@ def step_flops(config, prog, mesh):
   else:
     batch["row_mask"] = np.ones(rows, bool)
   cfg = run.model_config(config, deterministic=False)
-  step = train.compile_train_step(mesh, model_cfg=cfg, opt=prog.opt, base_lr=1e-3,
+  step = train.compile_train_step(mesh, model_cfg=cfg, opt=prog.settings.opt, base_lr=1e-3,
                                   schedule=optim.Schedule(1, 10))
-  state = train.init_state(model.init_params(cfg, jax.random.key(0)), prog.opt.make())
+  state = train.init_state(model.init_params(cfg, jax.random.key(0)), prog.settings.opt.make())
   cost = step.lower(state, sharding.put_batch(batch, mesh), jax.random.key(0)).compile().cost_analysis()
   return (cost[0] if isinstance(cost, list) else cost)["flops"], rows
 
@@ -71,9 +71,9 @@ def time_stage(config, stage, data, mesh, epochs, between=None):
   prog = run.stage_program(stage, config, data, mesh)
   cfg = run.model_config(config, deterministic=False)
   state = jax.device_put(train.init_state(model.init_params(cfg, jax.random.key(0)),
-                                          prog.opt.make()), sharding.replicated(mesh))
+                                          prog.settings.opt.make()), sharding.replicated(mesh))
   arrays = jax.device_put(prog.table_of(0), sharding.replicated(mesh))
-  seed_key = jax.random.key(prog.seed)
+  seed_key = jax.random.key(prog.settings.seed)
   (state, m), first = timed(lambda: jax.block_until_ready(
       prog.epoch_fn(state, arrays, prog.data_key, seed_key, 0)))
   key = device_epoch.keys(prog.data_key, 0)[1]

@@ -92,48 +92,65 @@ def stage_optim(c, share: float = 1.0) -> tuple[optim.Settings, optim.Schedule]:
           optim.Schedule(c.warmup_tokens * share, c.final_tokens * share, c.clamp_schedule))
 
 
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """A training stage's settings, built from the config in one place (`stage_settings`)."""
+  name: str  # 'pretrain' | 'finetune'
+  epochs: int
+  batch_size: int
+  learning_rate: float
+  shuffle: bool
+  keep_every: int  # epochs between kept checkpoints (learning curves); 0: none
+  seed: int  # the stage's dropout and data streams
+  opt: optim.Settings
+  schedule: optim.Schedule
+
+
+def stage_settings(stage, config, data, init_source="scratch") -> Stage:
+  c = config[stage]
+  opt, schedule = stage_optim(c, data.share)
+  return Stage(stage, stage_epochs(stage, config, init_source), c.batch_size, c.learning_rate,
+               c.shuffle, c.get("keep_every", 0), config.seed + (0 if stage == "pretrain" else 1),
+               opt, schedule)
+
+
 @dataclasses.dataclass
 class StageProgram:
-  """What a training stage runs: its compiled epoch, the plan, and its record tables."""
+  """What a training stage runs: its settings, compiled epoch, plan and record tables."""
+  settings: Stage
   epoch_fn: object  # (state, arrays, data_key, seed_key, epoch) -> (state, metrics [steps])
   plan: device_epoch.Plan
   table_of: object  # epoch -> the record table (numpy)
   per_epoch: bool  # whether the table changes every epoch (the augmented recipe's crops)
-  opt: optim.Settings
   data_key: jax.Array
-  seed: int
   pack: bool
 
 
-def stage_program(stage, config, data, mesh) -> StageProgram:
-  c = config[stage]
-  block = config.model.block_size
-  seed = config.seed + (0 if stage == "pretrain" else 1)
+def stage_program(stage, config, data, mesh, init_source="scratch") -> StageProgram:
+  s = stage_settings(stage, config, data, init_source)
   pack = packs(config)
   table_of, per_epoch = records.stage_tables(stage, config, data)
-  plan = device_epoch.make_plan(len(table_of(0)["lens"]), c.batch_size, block, c.shuffle, mesh.size)
-  data_key = device_epoch.data_key(seed)
+  plan = device_epoch.make_plan(len(table_of(0)["lens"]), s.batch_size, config.model.block_size,
+                                s.shuffle, mesh.size)
+  data_key = device_epoch.data_key(s.seed)
   if pack:
     plan = device_epoch.choose_rows(plan, table_of(0), data_key, mesh.size)
-  opt, schedule = stage_optim(c, data.share)
   epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_config(config, deterministic=False),
-                                        opt=opt, base_lr=c.learning_rate, schedule=schedule,
+                                        opt=s.opt, base_lr=s.learning_rate, schedule=s.schedule,
                                         scan=config.get("epoch_scan", True))
-  return StageProgram(epoch_fn, plan, table_of, per_epoch, opt, data_key, seed, pack)
+  return StageProgram(s, epoch_fn, plan, table_of, per_epoch, data_key, pack)
 
 
 def train_stage(stage, config, workdir, data, mesh, init_params, init_source, watch=None):
   """Run (or resume) one training stage, epoch by epoch; returns its final parameters.
   `watch` (preempt.Watch): a signal it recorded stops the stage after the epoch in flight."""
   watch = watch or preempt.Watch()
-  c = config[stage]
-  epochs = stage_epochs(stage, config, init_source)
-  prog = stage_program(stage, config, data, mesh)
+  prog = stage_program(stage, config, data, mesh, init_source)
+  epochs, keep = prog.settings.epochs, prog.settings.keep_every  # keep: birthjax.tools.curve
   spe = prog.plan.steps_per_epoch
   total = epochs * spe
-  state = jax.device_put(train.init_state(init_params, prog.opt.make()),
+  state = jax.device_put(train.init_state(init_params, prog.settings.opt.make()),
                          sharding.replicated(mesh))
-  keep = c.get("keep_every", 0)  # epochs: checkpoints kept for a learning curve (birthjax.tools.curve)
   meta = {"stage": stage, "model": config.model.to_dict(), "total_steps": total,
           "steps_per_epoch": spe, "init": init_source,
           "fingerprint": stage_fingerprint(stage, config, data, init_source)}
@@ -143,7 +160,7 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source, wa
     refuse_other_config(ckpts, stage, meta["fingerprint"])
     state, _, _ = ckpts.restore(state)
     print(f"{stage}: resumed from step {int(state['step'])} of {total}")
-  seed_key = jax.random.key(prog.seed)
+  seed_key = jax.random.key(prog.settings.seed)
   writer = metrics.Writer(workdir, stage)
   bar = metrics.progress(stage, total, int(state["step"]))
   every = max(1, config.checkpoint_every)

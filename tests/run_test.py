@@ -4,13 +4,14 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from birthjax.train import checkpoint
+from birthjax.train import checkpoint, optim
 from birthjax.model import model
 from birthjax import run
 from birthjax.errors import UserError
@@ -297,3 +298,16 @@ def test_curve_of_a_run_without_kept_checkpoints_is_one_error_line(full_run, tmp
   assert r.returncode == 1 and "Traceback" not in r.stderr
   assert r.stderr.strip().splitlines()[-1].startswith(
       "error: the run kept no pretraining checkpoints for a curve")
+
+
+def test_stage_settings_built_once_from_the_config():
+  c, data = vanilla.get_config(), types.SimpleNamespace(share=1.0)
+  pre = run.stage_settings("pretrain", c, data)
+  assert (pre.epochs, pre.batch_size, pre.learning_rate, pre.shuffle, pre.seed) == (650, 128, 6e-3, False, 0)
+  assert pre.schedule == optim.Schedule(10_240, 200 * 2938 * 128, False)
+  assert pre.opt == optim.Settings(0.1, "a5", 1.0)
+  # finetuning from scratch runs epochs_from_scratch (75), after pretraining its 10 epochs
+  assert run.stage_settings("finetune", c, data, "scratch").epochs == 75
+  fine = run.stage_settings("finetune", c, data, "pretrain")
+  assert (fine.epochs, fine.batch_size, fine.learning_rate, fine.seed) == (10, 256, 6e-4, 1)
+  hash(fine)  # frozen: compiled programs are cached by such settings
