@@ -12,7 +12,6 @@ from birthjax.data import input_pipeline, records, subsets
 from birthjax.errors import UserError
 from birthjax.train import optim
 
-from tests.conftest import A5_DIR
 
 from configs import vanilla
 
@@ -108,9 +107,8 @@ def test_load_val_never_reaches_finetuning_or_the_pretraining_qa_mix():
   assert mixed == texts  # exactly the remaining train questions, no val one
 
 
-@pytest.mark.skipif(not os.path.isfile(os.path.join(A5_DIR, "wiki.txt")), reason="no A5 files")
-def test_a5_proxy_keeps_whole_people_and_the_full_vocabulary():
-  full, proxy = _load(A5_DIR), _load(A5_DIR, people=300)
+def test_a5_proxy_keeps_whole_people_and_the_full_vocabulary(a5_dir):
+  full, proxy = _load(a5_dir), _load(a5_dir, people=300)
   assert len(proxy.documents) == 301  # 300 biographies + the trailing empty line
   assert proxy.share == 301 / 2938 and proxy.vocab.chars == full.vocab.chars
   lines = [proxy.vocab.decode(d) for d in proxy.documents]
