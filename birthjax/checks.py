@@ -72,6 +72,11 @@ def validate(config):
                (aug.qa_copies >= 0, "pretrain.augment.qa_copies",
                 f"config value pretrain.augment.qa_copies={aug.qa_copies!r} is out of range",
                 "use an integer >= 0 (0: no question-style examples in pretraining)"),
+               (0.0 <= aug.get("qa_from", 0.0) < aug.get("qa_until", 1.0) <= 1.0,
+                "pretrain.augment.qa_from",
+                f"pretrain.augment.qa_from={aug.get('qa_from', 0.0)!r} and qa_until="
+                f"{aug.get('qa_until', 1.0)!r} are not an interval of pretraining",
+                "use 0 <= qa_from < qa_until <= 1 (fractions of the pretraining epochs)"),
                (not aug.name_prefix or aug.whole, "pretrain.augment.name_prefix",
                 "pretrain.augment.name_prefix needs pretrain.augment.whole (it prefixes windows)",
                 "also set --config.pretrain.augment.whole=True, or name_prefix=False")]

@@ -121,7 +121,7 @@ class StageProgram:
   epoch_fn: object  # (state, arrays, data_key, seed_key, epoch) -> (state, metrics [steps])
   plan: device_epoch.Plan
   table_of: object  # epoch -> the record table (numpy)
-  per_epoch: bool  # whether the table changes every epoch (the augmented recipe's crops)
+  per_epoch: bool  # whether the table changes every epoch (augmented: crops, a QA schedule)
   data_key: jax.Array
   pack: bool
 
@@ -134,7 +134,8 @@ def stage_program(stage, config, data, mesh, init_source="scratch") -> StageProg
                                 s.shuffle, mesh.size)
   data_key = device_epoch.data_key(s.seed)
   if pack:
-    plan = device_epoch.choose_rows(plan, table_of(0), data_key, mesh.size)
+    plan = device_epoch.choose_rows(plan, table_of(records.plan_epoch(stage, config)), data_key,
+                                    mesh.size)
   epoch_fn = device_epoch.compile_epoch(mesh, plan, model_cfg=model_config(config, deterministic=False),
                                         opt=s.opt, base_lr=s.learning_rate, schedule=s.schedule,
                                         scan=config.get("epoch_scan", True))

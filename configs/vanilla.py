@@ -70,6 +70,7 @@ def get_config(preset=None):
       shift=0,  # document examples start 0..shift positions late (after PAD inputs)
       shift_text=False,  # with shift: after the tail of a random other document, not PAD
       qa_copies=0,  # finetuning TRAIN pairs mixed into each pretraining epoch, times each
+      qa_from=0.0, qa_until=1.0,  # ... in the epochs e with qa_from <= e / epochs < qa_until
   ))
   c.finetune = stage(10, 256, 6e-4, final_tokens)  # 10 epochs after pretraining ...
   c.finetune.epochs_from_scratch = 75  # ... 75 when finetuning from scratch

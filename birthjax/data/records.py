@@ -17,7 +17,8 @@ last ids fill a shift (F = 0: PAD fills it).
 The faithful recipe's pretraining table is the wiki.txt documents (cut to 7/8 block_size,
 the most the truncation keeps), its finetuning table the train questions. The augmented
 recipe's (`pretrain.augment`, birthjax.data.augment) is built on the host, once, or once an
-epoch when it has crops (a crop starts at a random word, drawn from (seed, epoch)).
+epoch when it has crops (a crop starts at a random word, drawn from (seed, epoch)) or a QA
+schedule (`qa_from`, `qa_until`: outside it the QA rows are emptied, `without_qa`).
 """
 from __future__ import annotations
 
@@ -98,6 +99,37 @@ def augmented(documents, finetune_pairs, vocab, aug, block_size: int, seed: int,
   return table(rows, block_size, fillers)
 
 
+def qa_live(aug, epochs: int, epoch: int) -> bool:
+  """Whether the mixed-in QA rows train in this pretraining epoch: the epochs e with
+  qa_from <= e / epochs < qa_until (`pretrain.augment.qa_from`, `qa_until`; default 0, 1)."""
+  return aug.get("qa_from", 0.0) * epochs <= epoch < aug.get("qa_until", 1.0) * epochs
+
+
+def scheduled(aug) -> bool:
+  return aug.get("qa_copies", 0) > 0 and (aug.get("qa_from", 0.0), aug.get("qa_until", 1.0)) != (0.0, 1.0)
+
+
+def without_qa(table: dict) -> dict:
+  """The table with its QA rows emptied (all PAD, length 0: no targets, no loss), so an
+  epoch keeps its records, steps and lr schedule while the questions are off."""
+  out = dict(table)
+  qa = table["qa"]
+  out["ids"] = np.where(qa[:, None], PAD, table["ids"]).astype(np.int32)
+  out["lens"] = np.where(qa, 0, table["lens"]).astype(np.int32)
+  out["keep"] = np.where(qa, 0, table["keep"]).astype(np.int32)
+  return out
+
+
+def plan_epoch(stage: str, config) -> int:
+  """An epoch whose table is the fullest (packing sizes its rows on it): the first with the
+  QA rows live when they are scheduled, else 0."""
+  aug = config.pretrain.get("augment")
+  if stage != "pretrain" or not augment.enabled(aug) or not scheduled(aug):
+    return 0
+  epochs = config.pretrain.epochs
+  return next((e for e in range(epochs) if qa_live(aug, epochs, e)), 0)
+
+
 def stage_tables(stage: str, config, data):
   """(table_of(epoch), changes every epoch?) of a stage's records."""
   block, aug = config.model.block_size, config.pretrain.get("augment")
@@ -108,7 +140,13 @@ def stage_tables(stage: str, config, data):
   else:
     make = lambda e: augmented(data.documents, data.finetune, data.vocab, aug, block,
                                config.seed, e)
-    if aug.get("crops", 0):
-      return make, True
-    t = make(0)
+    crops, timed = aug.get("crops", 0), scheduled(aug)
+    if not crops and not timed:
+      t = make(0)
+      return (lambda e: t), False
+    fixed = None if crops else make(0)
+    def table_of(e):
+      t = make(e) if crops else fixed
+      return t if not timed or qa_live(aug, config.pretrain.epochs, e) else without_qa(t)
+    return table_of, True
   return (lambda e: t), False
