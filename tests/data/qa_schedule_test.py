@@ -12,7 +12,14 @@ from birthjax.data import records
 from birthjax.data.vocab import PAD
 from birthjax.errors import UserError
 from configs import augmented
-from tests.data.augment_test import _aug, _config, examples_of, tiny  # noqa: F401
+from birthjax.data.vocab import Vocab
+from tests.data.augment_test import ANSWER, DOC2, QUESTION, TEXT, _aug, _config, examples_of
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  v = Vocab.from_documents([TEXT, DOC2, QUESTION])
+  return v, [v.encode(TEXT), v.encode(DOC2)], [(v.encode(QUESTION), v.encode(ANSWER))]
 
 
 def _scheduled_config(epochs, qa_from, qa_until):
