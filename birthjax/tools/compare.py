@@ -20,6 +20,8 @@ What is computed, row by row (n: the split's questions, the same in every workdi
   "pooled"); the difference is the mean of the runs' paired differences against the first
   workdir, McNemar on the summed b and c. The first workdir's group is the reference row
   ("reference"); the other rows are paired against the first workdir alone, not its group.
+- `--london`: a last row, the baseline answering "London" (the most common dev answer) to
+  every question of the split, paired with the first workdir like a run.
 """
 from __future__ import annotations
 
@@ -35,9 +37,11 @@ from birthjax.errors import UserError
 from birthjax.infer.evaluate import TSV_HEADER
 
 flags.DEFINE_string("split", "dev", "the split to compare: W/<split>.predictions.tsv")
+flags.DEFINE_bool("london", False, "add a row answering \"London\" to every question")
 
 Z95 = 1.959964
-USAGE = "python -m birthjax.compare W1 W2 ... [--split=dev]"
+USAGE = "python -m birthjax.compare W1 W2 ... [--split=dev] [--london]"
+LONDON = "London"
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -69,8 +73,9 @@ def _json(path: str, fix: str):
     raise UserError(f"cannot read {os.path.basename(path)} ({e})", path, fix) from None
 
 
-def read_predictions(path: str, split: str) -> tuple[list[str], list[bool]]:
-  """(questions, right or wrong) of a predictions TSV; UserError when it is absent or malformed."""
+def read_predictions(path: str, split: str) -> tuple[list[str], list[bool], list[str]]:
+  """(questions, right or wrong, gold answers) of a predictions TSV; UserError when it is
+  absent or malformed."""
   workdir = os.path.dirname(path)
   if not os.path.isfile(path):
     have = sorted(f[:-len(".predictions.tsv")] for f in os.listdir(workdir)
@@ -86,7 +91,7 @@ def read_predictions(path: str, split: str) -> tuple[list[str], list[bool]]:
   if not lines or tuple(lines[0].split("\t")) != TSV_HEADER:
     raise UserError("not a predictions TSV: its first line is not the header "
                     + "\\t".join(TSV_HEADER), path, fix)
-  questions, hits = [], []
+  questions, hits, golds = [], [], []
   for i, line in enumerate(lines[1:], 2):
     cols = line.split("\t")
     if len(cols) != len(TSV_HEADER):
@@ -94,12 +99,13 @@ def read_predictions(path: str, split: str) -> tuple[list[str], list[bool]]:
                       f"{len(TSV_HEADER)}", path, fix)
     questions.append(cols[0])
     hits.append(cols[1] == cols[2])
+    golds.append(cols[2])
   if not questions:
     raise UserError("the predictions TSV has no questions", path, fix)
   if not any(line.split("\t")[2] for line in lines[1:]):
     raise UserError(f"the {split} predictions have no gold answers to score", path,
                     "compare a split with answers: --split=dev or --split=val")
-  return questions, hits
+  return questions, hits, golds
 
 
 def load_run(workdir: str, split: str = "dev") -> dict:
@@ -107,8 +113,8 @@ def load_run(workdir: str, split: str = "dev") -> dict:
   if not os.path.isdir(workdir):
     raise UserError("no such workdir", workdir, "pass the --workdir of a finished run")
   path = os.path.join(workdir, f"{split}.predictions.tsv")
-  questions, hits = read_predictions(path, split)
-  run = {"workdir": workdir, "path": path, "questions": questions, "hits": hits,
+  questions, hits, golds = read_predictions(path, split)
+  run = {"workdir": workdir, "path": path, "questions": questions, "hits": hits, "golds": golds,
          "correct": sum(hits), "total": len(hits), "seed": None, "key": None}
   cfg_path = os.path.join(workdir, "config.json")
   if os.path.isfile(cfg_path):  # without it the run is compared, never pooled
@@ -132,6 +138,14 @@ def load_run(workdir: str, split: str = "dev") -> dict:
   else:
     run["label"] = [os.path.basename(os.path.abspath(workdir))]
   return run
+
+
+def london_run(first: dict) -> dict:
+  """The baseline that answers "London" to every question of the first run's split."""
+  hits = [g == LONDON for g in first["golds"]]
+  return {"workdir": "", "path": first["path"], "questions": first["questions"], "hits": hits,
+          "golds": first["golds"], "correct": sum(hits), "total": len(hits), "seed": None,
+          "key": None, "label": [f'"{LONDON}" to every question']}
 
 
 def group_runs(runs: list[dict]) -> list[list[dict]]:
@@ -205,8 +219,9 @@ def row(group: list[dict], first: dict) -> list[str]:
   return [_label(group)] + cells
 
 
-def table(workdirs, split: str = "dev") -> str:
-  """The markdown comparison table (see the module docstring for what each column is)."""
+def table(workdirs, split: str = "dev", london: bool = False) -> str:
+  """The markdown comparison table (see the module docstring for what each column is);
+  `london`: a last row answering "London" to every question, paired like a run."""
   if not workdirs:
     raise UserError("no workdirs to compare", "", f"usage: {USAGE}")
   runs = [load_run(w, split) for w in workdirs]
@@ -215,7 +230,8 @@ def table(workdirs, split: str = "dev") -> str:
   header = ["run", f"{split} correct", "accuracy %", "95% Wilson CI %",
             "vs first: Δ pp", "b / c", "McNemar exact p"]
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-  lines += ["| " + " | ".join(row(g, runs[0])) + " |" for g in group_runs(runs)]
+  groups = group_runs(runs) + ([[london_run(runs[0])]] if london else [])
+  lines += ["| " + " | ".join(row(g, runs[0])) + " |" for g in groups]
   return "\n".join(lines) + (
       f"\n\nΔ: paired difference on the same {runs[0]['total']} {split} questions, this row "
       f"minus the first workdir ({os.path.basename(os.path.abspath(workdirs[0]))}); b: first "
@@ -223,4 +239,4 @@ def table(workdirs, split: str = "dev") -> str:
 
 
 def main(argv):
-  print(table(argv[1:], flags.FLAGS.split))
+  print(table(argv[1:], flags.FLAGS.split, flags.FLAGS.london))

@@ -107,6 +107,24 @@ def test_reference_group(runs):
   assert rows[1][4:] == ["-30.0", "3 / 0", "0.250"]
 
 
+def test_london_row(tmp_path):
+  """Golds "London" at q0, q3, q5; the first run right on q0, q1: London 3/10, b = {q1} = 1,
+  c = {q3, q5} = 2, +10 pp, p = 2 * (1 + 3) / 8 = 1."""
+  w = os.path.join(str(tmp_path), "w")
+  os.makedirs(w)
+  gold = ["London" if i in (0, 3, 5) else f"G{i}" for i in range(N)]
+  pred = [gold[i] if i in (0, 1) else "Paris" for i in range(N)]
+  rows = ["\t".join(compare.TSV_HEADER)] + [f"{q}\t{p}\t{g}\t0.5\tyes"
+                                             for q, p, g in zip(QUESTIONS, pred, gold)]
+  with open(os.path.join(w, "dev.predictions.tsv"), "w") as f:
+    f.write("\n".join(rows) + "\n")
+  rows = cells(compare.table([w], london=True))
+  assert rows[0][:5] == ["w", "2/10", "20.0", rows[0][3], "reference"]
+  assert rows[1] == ['"London" to every question', "3/10", "30.0", "[10.8, 60.3]", "+10.0",
+                     "1 / 2", "1"]
+  assert len(cells(compare.table([w]))) == 1  # off by default
+
+
 def test_label_falls_back_to_workdir_name(tmp_path):
   a = workdir(tmp_path, "a", range(3), {"seed": 0})
   b = workdir(tmp_path, "b", range(3), {"seed": 0, "x": 1})
@@ -133,6 +151,10 @@ def test_entry_prints_table(runs):
   proc = entry(runs["first"], runs["lr2"])
   assert proc.returncode == 0, proc.stderr
   assert "| configs/vanilla.py:quickstart --config.lr=2 | 7/10 |" in proc.stdout
+  assert "London" not in proc.stdout
+  proc = entry(runs["first"], "--london")
+  assert proc.returncode == 0, proc.stderr
+  assert '| "London" to every question | 0/10 | 0.0 |' in proc.stdout  # no gold is London
 
 
 def test_different_questions(runs, tmp_path):
