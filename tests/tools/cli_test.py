@@ -49,7 +49,7 @@ def test_every_tool_imports_into_one_process_without_flag_clashes():
   assert key["analysis"] == {"out", "lengths", "m", "n_layer", "n_embd", "batch"}
   assert key["interop_cli"] == {"out", "config"}
   assert key["cli"] == {"out"} and key["report"] == set()
-  assert key["ask"] == {"abstain_below", "steps"} and key["compare"] == {"split"}
+  assert key["ask"] == {"abstain_below", "steps"} and key["compare"] == {"split", "london"}
 
 
 def _run_all(argvs):
