@@ -1,11 +1,19 @@
 """Test setup: 4 XLA host devices (data parallelism on CPU), a private TFDS cache, shared fixtures."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["BIRTHJAX_COMPILE_CACHE"] = ""  # hermetic: no compiled programs from earlier runs
+# hermetic yet shared: JAX's persistent compilation cache in a fresh, empty folder for this
+# session only, so the many runs of the same tiny configs (and main.py subprocesses, which
+# inherit the variable) compile each program once; nothing from earlier sessions is read
+_CACHE = tempfile.mkdtemp(prefix="birthjax-test-xla-")
+atexit.register(shutil.rmtree, _CACHE, True)
+os.environ["BIRTHJAX_COMPILE_CACHE"] = _CACHE
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # noqa: E402
@@ -47,3 +55,17 @@ def full_run(cache_dir, tmp_path_factory):
                                       "pretrain.keep_every": 2})  # epoch 2: a curve point
   results = run.run(config, workdir)
   return workdir, config, results
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+  """The subprocess launcher of kill_resume_test and preempt_test, one for the session: both
+  compare against one uninterrupted reference run and share its compilation cache."""
+  from tests.kill_resume_test import Runs
+  return Runs(str(tmp_path_factory.mktemp("kill_resume")))
+
+
+@pytest.fixture(scope="session")
+def reference(runs):
+  from tests.kill_resume_test import run_reference
+  return run_reference(runs)

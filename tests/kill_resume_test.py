@@ -131,13 +131,8 @@ def assert_same_as_reference(reference, workdir):
     assert _read(os.path.join(workdir, name)) == _read(os.path.join(ref_dir, name)), name
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  return Runs(str(tmp_path_factory.mktemp("kill_resume")))
-
-
-@pytest.fixture(scope="module")
-def reference(runs):
+def run_reference(runs):
+  """(workdir, final state) of one uninterrupted run (the `reference` fixture, conftest.py)."""
   workdir = os.path.join(runs.root, "reference")
   p = runs.start(workdir)
   out = runs.finish(p)

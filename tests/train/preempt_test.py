@@ -16,13 +16,8 @@ import time
 
 import pytest
 
-from tests.kill_resume_test import (FINETUNE_STEPS, PRETRAIN_STEPS, Runs, _read, assert_same_as_reference,  # noqa: F401
-                                    listing, reference, steps)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-  return Runs(str(tmp_path_factory.mktemp("preempt")))
+from tests.kill_resume_test import (FINETUNE_STEPS, PRETRAIN_STEPS, _read, assert_same_as_reference,
+                                    listing, steps)  # runs, reference: conftest.py, shared
 
 
 def _signal_in_pretraining(runs, workdir, signals, rng):
