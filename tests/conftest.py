@@ -1,19 +1,11 @@
 """Test setup: 4 XLA host devices (data parallelism on CPU), a private TFDS cache, shared fixtures."""
-import atexit
 import os
-import shutil
 import sys
-import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# hermetic yet shared: JAX's persistent compilation cache in a fresh, empty folder for this
-# session only, so the many runs of the same tiny configs (and main.py subprocesses, which
-# inherit the variable) compile each program once; nothing from earlier sessions is read
-_CACHE = tempfile.mkdtemp(prefix="birthjax-test-xla-")
-atexit.register(shutil.rmtree, _CACHE, True)
-os.environ["BIRTHJAX_COMPILE_CACHE"] = _CACHE
+os.environ["BIRTHJAX_COMPILE_CACHE"] = ""  # hermetic: no compiled programs from earlier runs
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # noqa: E402
