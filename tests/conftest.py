@@ -61,3 +61,20 @@ def runs(tmp_path_factory):
 def reference(runs):
   from tests.kill_resume_test import run_reference
   return run_reference(runs)
+
+
+# Modules that share a session fixture run in one pytest-xdist worker (README's test command:
+# `-n auto --dist loadgroup`), so the fixture is built once; every other module is its own
+# group (its module fixtures built once too).
+SHARED = ("full_run", "reference")
+
+
+def pytest_collection_modifyitems(items):
+  modules = {}
+  for item in items:
+    shared = [f for f in SHARED if f in item.fixturenames]
+    group = modules.setdefault(item.path, [str(item.path)])
+    if shared and group[0] == str(item.path):
+      group[0] = shared[0]
+  for item in items:
+    item.add_marker(pytest.mark.xdist_group(modules[item.path][0]))
