@@ -279,3 +279,14 @@ def test_dev_answers_match_the_reference_evaluation(synthetic_dir):
     want.append(completion.split(MASK_CHAR)[1])
   assert got == want
   assert len(set(want)) > 1  # the answers differ: the check is not vacuous
+
+
+def test_export_from_jax_arrays_does_not_alias_them():
+  """The exported tensors own their memory: writing to one leaves the JAX parameters as they
+  were (torch.from_numpy on a read-only view of a JAX buffer would write into it)."""
+  cfg = TINY["vanilla"]
+  params = jax.tree.map(lambda s: jnp.full(s.shape, 0.5, jnp.float32), like_params(cfg))
+  sd = interop.params_to_torch(params, cfg)
+  for t in sd.values():
+    t.add_(1.0)
+  jax.tree.map(lambda p: np.testing.assert_array_equal(np.asarray(p), 0.5), params)
