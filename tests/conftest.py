@@ -70,11 +70,8 @@ SHARED = ("full_run", "reference")
 
 
 def pytest_collection_modifyitems(items):
-  modules = {}
+  group = {item.path: str(item.path) for item in items}
   for item in items:
-    shared = [f for f in SHARED if f in item.fixturenames]
-    group = modules.setdefault(item.path, [str(item.path)])
-    if shared and group[0] == str(item.path):
-      group[0] = shared[0]
+    group.update((item.path, f) for f in SHARED if f in item.fixturenames)
   for item in items:
-    item.add_marker(pytest.mark.xdist_group(modules[item.path][0]))
+    item.add_marker(pytest.mark.xdist_group(group[item.path]))

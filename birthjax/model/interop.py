@@ -205,8 +205,9 @@ def params_to_torch(params, model_cfg) -> collections.OrderedDict:
   sd = collections.OrderedDict()
   flat = _flatten(params)
   for path in flat:
-    a = np.array(flat[path], dtype=np.float32)  # writable: not aliasing JAX buffers
-    sd[torch_key(path)] = torch.from_numpy(np.ascontiguousarray(a.T if _is_kernel(path) else a))
+    a = np.asarray(flat[path], dtype=np.float32)
+    a = np.array(a.T if _is_kernel(path) else a, order="C")  # a writable copy, not a JAX buffer
+    sd[torch_key(path)] = torch.from_numpy(a)
   perceiver = model_cfg.variant == "perceiver"
   n_blocks = model_cfg.n_layer - 2 if perceiver else model_cfg.n_layer
   for i in range(n_blocks):
