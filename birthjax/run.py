@@ -205,9 +205,8 @@ def train_stage(stage, config, workdir, data, mesh, init_params, init_source, wa
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_stage(config, workdir, data, mesh, params) -> dict:
-  """Predictions (`<split>.predictions`, `<split>.predictions.tsv` with confidences), and for
-  splits with answers accuracy, coverage, the coverage plot and, with eval.abstain_below > 0,
-  abstention: answers less confident than it become "I don't know"."""
+  """Greedy answers to every eval split, written and scored by `evaluate.write_split`
+  (predictions, TSV with confidences, accuracy, coverage, abstention); then results.json."""
   model_cfg = model_config(config)
   threshold = float(config.eval.get("abstain_below", 0.0))
   main_process = jax.process_index() == 0
@@ -217,26 +216,11 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
     raw, conf = decode.predict_with_confidence(params, model_cfg, data.vocab, questions,
                                                steps=config.eval.steps,
                                                batch_size=config.eval.batch_size, mesh=mesh)
-    preds = evaluate.abstain(raw, conf, threshold)
-    path = os.path.join(workdir, f"{split}.predictions")
-    if main_process:
-      evaluate.write_predictions(path, preds)
-      in_corpus = evaluate.name_in_corpus([subsets.name_of(q) for q in questions], documents)
-      evaluate.write_predictions_tsv(path + ".tsv", questions, preds, answers, conf, in_corpus)
-    if answers is None:
-      print(f"{split}: predictions written to {path}; no targets provided")
-      continue
-    correct, total = evaluate.score(preds, answers)
-    hits = [p == a for p, a in zip(raw, answers)]
-    results[split] = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total,
-                      "coverage": evaluate.coverage(conf, hits)}
-    print(f"{split}: predictions written to {path}")
-    print(evaluate.report_line(correct, total))
-    if threshold > 0:
-      results[split]["abstain"] = evaluate.abstain_summary(raw, answers, conf, threshold)
-      print(evaluate.abstain_line(results[split]["abstain"], total))
-    if main_process:
-      evaluate.plot_coverage(os.path.join(workdir, f"{split}.coverage.png"), conf, hits, split)
+    in_corpus = evaluate.name_in_corpus([subsets.name_of(q) for q in questions], documents)
+    result = evaluate.write_split(workdir, split, questions, answers, raw, conf, in_corpus,
+                                  threshold, write=main_process)
+    if result is not None:
+      results[split] = result
   if main_process:
     evaluate.write_results(os.path.join(workdir, "results.json"), results)
   return results

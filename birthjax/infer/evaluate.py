@@ -1,9 +1,11 @@
 """Exact-match scoring, confidence and abstention (coverage, selective accuracy, the
-coverage-accuracy plot), predictions files and results.json (each written then renamed)."""
+coverage-accuracy plot), predictions files and results.json (each written then renamed);
+`write_split`: one evaluated split, all of it."""
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 
 from birthjax.files import atomic_write
@@ -127,3 +129,31 @@ def plot_coverage(path: str, confidences, correct, split: str = "dev"):
   ax.grid(alpha=0.3)
   ax.legend(loc="best", fontsize=8)
   save_png(fig, path, bbox_inches="tight")
+
+
+def write_split(workdir: str, split: str, questions, answers, raw, confidences, in_corpus,
+                threshold: float = 0.0, write: bool = True):
+  """One split's greedy answers `raw` and their confidences: `<split>.predictions` (with
+  abstention below `threshold` as "I don't know") and its TSV, and, where the split has
+  answers, its score printed, its coverage plot and its results.json entry (returned; None
+  without answers). `write=False` (not the main process) only scores."""
+  preds = abstain(raw, confidences, threshold)
+  path = os.path.join(workdir, f"{split}.predictions")
+  if write:
+    write_predictions(path, preds)
+    write_predictions_tsv(path + ".tsv", questions, preds, answers, confidences, in_corpus)
+  if answers is None:
+    print(f"{split}: predictions written to {path}; no targets provided")
+    return None
+  correct, total = score(preds, answers)
+  hits = [p == a for p, a in zip(raw, answers)]
+  result = {"correct": correct, "total": total, "accuracy": 100.0 * correct / total,
+            "coverage": coverage(confidences, hits)}
+  print(f"{split}: predictions written to {path}")
+  print(report_line(correct, total))
+  if threshold > 0:
+    result["abstain"] = abstain_summary(raw, answers, confidences, threshold)
+    print(abstain_line(result["abstain"], total))
+  if write:
+    plot_coverage(os.path.join(workdir, f"{split}.coverage.png"), confidences, hits, split)
+  return result
