@@ -4,6 +4,7 @@ completions that start with the answer; compare with the finetuned model's dev a
 
   python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart [--stage=pretrain]
   python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart --prefix="Where was "
+  python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart --free
 
 --prefix puts characters in front of each line (ten for "Where was ", where a question puts
 the name): learned absolute positions tie what the model stored to where a line starts.
@@ -34,6 +35,9 @@ def main():
   p.add_argument("--stage", default="pretrain")
   p.add_argument("--split", default="dev")
   p.add_argument("--prefix", default="", help="characters in front of each line")
+  p.add_argument("--free", action="store_true",
+                 help="prompt with the title 'NAME.' only; a hit: the answer anywhere in the "
+                      "greedy recitation to the end of the block")
   a = p.parse_args()
   with open(os.path.join(a.workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -41,9 +45,10 @@ def main():
   cfg = run.model_config(config)
   like = model.init_params(cfg, jax.random.key(0))
   params, _ = checkpoint.restore_params(os.path.join(a.workdir, "checkpoints", a.stage), like)
-  r = curve.own_line_recall(params, cfg, data, a.split, a.prefix)
+  r = curve.own_line_recall(params, cfg, data, a.split, a.prefix, a.free)
   print(f"{a.split}: answer in the person's own wiki line: {r['prompts']} of {r['questions']}")
-  print(f"{a.stage} model completes it from the line's start{' after ' + repr(a.prefix) if a.prefix else ''}: "
+  how = "recites it from the title" if a.free else "completes it from the line's start"
+  print(f"{a.stage} model {how}{' after ' + repr(a.prefix) if a.prefix else ''}: "
         f"{r['hits']} of {r['prompts']} "
         f"({100.0 * r['hits'] / max(1, r['prompts']):.1f}%)")
   results = os.path.join(a.workdir, "results.json")

@@ -215,7 +215,8 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
   for split, (questions, answers) in data.eval_sets.items():
     raw, conf = decode.predict_with_confidence(params, model_cfg, data.vocab, questions,
                                                steps=config.eval.steps,
-                                               batch_size=config.eval.batch_size, mesh=mesh)
+                                               batch_size=config.eval.batch_size, mesh=mesh,
+                                               recite=config.data.get("recite", False))
     in_corpus = evaluate.name_in_corpus([subsets.name_of(q) for q in questions], documents)
     result = evaluate.write_split(workdir, split, questions, answers, raw, conf, in_corpus,
                                   threshold, write=main_process)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from birthjax.data import corpus, subsets, synthetic, tfds_builders
+from birthjax.data import corpus, recite, subsets, synthetic, tfds_builders
 from birthjax.errors import UserError
 from birthjax.data.vocab import Vocab
 
@@ -129,4 +129,8 @@ def load(data_cfg, block_size: int) -> Data:
     documents = [vocab.encode(d) for d in docs]
     finetune = [(vocab.encode(q), vocab.encode(a)) for q, a in train]
     digest = hashlib.sha256(repr((digest,) + subsets.tag(data_cfg)).encode()).hexdigest()[:16]
+  if data_cfg.get("recite", False):  # train targets: recitation MASK answer (birthjax/data/recite.py)
+    finetune = [(vocab.encode(q), vocab.encode(t)) for q, t in
+                recite.pairs(docs, train, block_size)]
+    digest = hashlib.sha256(repr((digest, "recite")).encode()).hexdigest()[:16]
   return Data(vocab, documents, finetune, eval_sets, data_dir, digest, share)

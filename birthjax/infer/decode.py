@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from birthjax.data import examples
+from birthjax.data import recite as recite_lib
 from birthjax.infer import kv_cache
 from birthjax.model import loss, model
 from birthjax import sharding
@@ -180,19 +181,43 @@ def answer_confidence(generated, logprobs) -> float:
   return float(np.exp(np.sum(np.asarray(logprobs[:n], np.float64))))
 
 
+def recited_answer(generated, logprobs):
+  """With data.recite: the continuation after the recitation's MASK (and its logprobs), the
+  answer and its closing MASK; None when the model never closed its recitation (or closed
+  it with the block's last token)."""
+  generated = list(generated)
+  i = generated.index(MASK) + 1 if MASK in generated else len(generated)
+  return (generated[i:], logprobs[i:]) if i < len(generated) else None
+
+
 def predict(params, model_cfg, vocab: Vocab, questions, **kwargs) -> list[str]:
-  """The greedy answer to each question. Keywords as greedy_generate_scored."""
+  """The greedy answer to each question. Keywords as predict_with_confidence."""
   return predict_with_confidence(params, model_cfg, vocab, questions, **kwargs)[0]
 
 
 def predict_with_confidence(params, model_cfg, vocab: Vocab, questions, *, steps: int = 32,
                             batch_size: int = 512, mesh=None, use_cache: bool | None = None,
-                            bucket: bool = True, groups: int | None = None
+                            bucket: bool = True, groups: int | None = None, recite: bool = False
                             ) -> tuple[list[str], list[float]]:
-  """(answers, confidences): each question's greedy answer and its answer_confidence."""
-  prompts = [examples.prompt(vocab.encode(q)) for q in questions]
+  """(answers, confidences): each question's greedy answer and its answer_confidence.
+
+  recite (data.recite, birthjax/data/recite.py): the prompt ends with the person's title and
+  the model writes to the end of the block (at least `steps`), the rest of its recitation
+  first; the answer is what follows the first MASK it writes, and a continuation without
+  one answers "" with confidence 0.
+  """
+  if recite:  # question MASK NAME. (birthjax/data/recite.py)
+    prompts = [vocab.encode(recite_lib.prompt(q)) for q in questions]
+  else:
+    prompts = [examples.prompt(vocab.encode(q)) for q in questions]
+  if recite and prompts:
+    steps = max(steps, model_cfg.block_size - max(len(p) for p in prompts))
   gen, logp = greedy_generate_scored(params, model_cfg, prompts, steps=steps,
                                      batch_size=batch_size, mesh=mesh, use_cache=use_cache,
                                      bucket=bucket, groups=groups)
+  if recite:
+    parts = [recited_answer(g, lp) for g, lp in zip(gen, logp)]
+    return ([vocab.decode(answer_from_generated(p[0])) if p else "" for p in parts],
+            [answer_confidence(*p) if p else 0.0 for p in parts])
   return ([vocab.decode(answer_from_generated(g)) for g in gen],
           [answer_confidence(g, lp) for g, lp in zip(gen, logp)])

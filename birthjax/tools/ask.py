@@ -64,7 +64,8 @@ def ask(workdir: str, questions: list[str], abstain_below: float = 0.0, steps: i
     return [], errors
   answers, conf = decode.predict_with_confidence(params, cfg, data.vocab, ok, steps=steps,
                                                  batch_size=config.eval.batch_size,
-                                                 mesh=sharding.make_mesh())
+                                                 mesh=sharding.make_mesh(),
+                                                 recite=config.data.get("recite", False))
   answers = evaluate.abstain(answers, conf, abstain_below)
   documents = [data.vocab.decode(d) for d in data.documents]
   known = evaluate.name_in_corpus([subsets.name_of(q) for q in ok], documents)

@@ -17,10 +17,12 @@ from absl import flags
 flags.DEFINE_integer("max_points", 0, "stop after this many new points (0: all)")
 
 
-def own_line_recall(params, cfg, data, split="dev", prefix: str = "") -> dict:
+def own_line_recall(params, cfg, data, split="dev", prefix: str = "", free: bool = False) -> dict:
   """Prompt with each `split` person's own wiki line up to the answer's first occurrence
   (after `prefix`: e.g. "Where was ", ten characters, puts the name where a question does),
-  decode greedily: {'hits', 'prompts' (people whose line holds the answer), 'questions'}."""
+  decode greedily: {'hits', 'prompts' (people whose line holds the answer), 'questions'}.
+  `free`: prompt with the line's title only ("NAME.") and decode to the end of the block; a
+  hit is the answer anywhere in that recitation (what a model reciting its memory could read)."""
   import numpy as np
   from birthjax.data import subsets
   from birthjax.infer import decode
@@ -28,14 +30,17 @@ def own_line_recall(params, cfg, data, split="dev", prefix: str = "") -> dict:
   questions, answers = data.eval_sets[split]
   prompts, golds = [], []
   for q, ans in zip(questions, answers):
-    line = next((d for d in docs if d.startswith(subsets.name_of(q) + ".")), None)
+    name = subsets.name_of(q) + "."
+    line = next((d for d in docs if d.startswith(name)), None)
     if line is not None and ans in line:
-      prompts.append(np.asarray(data.vocab.encode(prefix + line[:line.index(ans)]), np.int32))
+      text = prefix + (name if free else line[:line.index(ans)])
+      prompts.append(np.asarray(data.vocab.encode(text), np.int32))
       golds.append(ans)
   if not prompts:
     return {"hits": 0, "prompts": 0, "questions": len(questions)}
-  gen = decode.greedy_generate(params, cfg, prompts, steps=max(len(g) for g in golds))
-  hits = sum(data.vocab.decode(g).startswith(ans) for g, ans in zip(gen, golds))
+  steps = cfg.block_size - max(len(p) for p in prompts) if free else max(len(g) for g in golds)
+  gen = [data.vocab.decode(g) for g in decode.greedy_generate(params, cfg, prompts, steps=steps)]
+  hits = sum((ans in g) if free else g.startswith(ans) for g, ans in zip(gen, golds))
   return {"hits": hits, "prompts": len(golds), "questions": len(questions)}
 
 
