@@ -181,13 +181,19 @@ def answer_confidence(generated, logprobs) -> float:
   return float(np.exp(np.sum(np.asarray(logprobs[:n], np.float64))))
 
 
-def recited_answer(generated, logprobs):
-  """With data.recite: the continuation after the recitation's MASK (and its logprobs), the
-  answer and its closing MASK; None when the model never closed its recitation (or closed
-  it with the block's last token)."""
+def recited_answer(vocab: Vocab, generated, logprobs) -> tuple[str, float]:
+  """With data.recite: (the last word of the recitation before the first MASK, the
+  probability of that word's tokens and of the MASK); ("", 0.0) without a MASK."""
   generated = list(generated)
-  i = generated.index(MASK) + 1 if MASK in generated else len(generated)
-  return (generated[i:], logprobs[i:]) if i < len(generated) else None
+  if MASK not in generated:
+    return "", 0.0
+  m = generated.index(MASK)
+  text = vocab.decode(generated[:m])
+  answer = recite_lib.answer_of(text)
+  if not answer:
+    return "", 0.0
+  start = text.rstrip().rindex(answer)  # one id per character
+  return answer, float(np.exp(np.sum(np.asarray(logprobs[start:m + 1], np.float64))))
 
 
 def predict(params, model_cfg, vocab: Vocab, questions, **kwargs) -> list[str]:
@@ -201,10 +207,9 @@ def predict_with_confidence(params, model_cfg, vocab: Vocab, questions, *, steps
                             ) -> tuple[list[str], list[float]]:
   """(answers, confidences): each question's greedy answer and its answer_confidence.
 
-  recite (data.recite, birthjax/data/recite.py): the prompt ends with the person's title and
-  the model writes to the end of the block (at least `steps`), the rest of its recitation
-  first; the answer is what follows the first MASK it writes, and a continuation without
-  one answers "" with confidence 0.
+  recite (data.recite, birthjax/data/recite.py): the prompt ends with the person's title, the
+  model recites to the end of the block (at least `steps`) and answers the last word before
+  the first MASK it writes (recited_answer).
   """
   if recite:  # question MASK NAME. (birthjax/data/recite.py)
     prompts = [vocab.encode(recite_lib.prompt(q)) for q in questions]
@@ -216,8 +221,7 @@ def predict_with_confidence(params, model_cfg, vocab: Vocab, questions, *, steps
                                      batch_size=batch_size, mesh=mesh, use_cache=use_cache,
                                      bucket=bucket, groups=groups)
   if recite:
-    parts = [recited_answer(g, lp) for g, lp in zip(gen, logp)]
-    return ([vocab.decode(answer_from_generated(p[0])) if p else "" for p in parts],
-            [answer_confidence(*p) if p else 0.0 for p in parts])
+    parts = [recited_answer(vocab, g, lp) for g, lp in zip(gen, logp)]
+    return [a for a, _ in parts], [c for _, c in parts]
   return ([vocab.decode(answer_from_generated(g)) for g in gen],
           [answer_confidence(g, lp) for g, lp in zip(gen, logp)])

@@ -6,26 +6,28 @@ import ml_collections
 import numpy as np
 
 from birthjax.data import examples, input_pipeline, recite
-from birthjax.data.vocab import MASK, MASK_CHAR, PAD
+from birthjax.data.vocab import MASK, MASK_CHAR, PAD, Vocab
 from birthjax.infer import decode
 
 LINE = "Ada Byron. Ada Byron was born in London and died in Paris ."
 Q = "Where was Ada Byron born?"
 
 
-def test_recitation_stops_where_the_answer_starts():
-  assert recite.recitation(LINE, "London") == "Ada Byron. Ada Byron was born in "
-  assert recite.recitation(LINE, "Paris") == "Ada Byron. Ada Byron was born in London and died in "
-  assert recite.recitation(LINE, "Rome") == LINE  # not in the line: recited whole
-  assert recite.recitation(LINE, "") == LINE
+def test_recitation_stops_where_the_answer_ends():
+  assert recite.recitation(Q, LINE, "London") == "Ada Byron. Ada Byron was born in London"
+  assert recite.recitation(Q, LINE, "Paris") == "Ada Byron. Ada Byron was born in London and died in Paris"
+  assert recite.recitation(Q, LINE, "Rome") == "Ada Byron. Rome"  # not in the line
+  assert recite.answer_of("Ada Byron. Ada Byron was born in London") == "London"
+  assert recite.answer_of("  ") == ""
 
 
 def test_target_and_its_cut_to_the_block():
-  assert recite.target(Q, "London", LINE, 128) == "Ada Byron. Ada Byron was born in \u2047London"
-  # 25 question + 6 answer + 3 MASKs leave 6 characters of recitation at block 40
-  assert recite.target(Q, "London", LINE, 40) == "Ada By\u2047London"
-  assert len(Q) + 1 + len(recite.target(Q, "London", LINE, 40)) + 1 == 40
-  assert recite.target(Q, "London", LINE, 20) == "\u2047London"  # no room: the answer alone
+  assert recite.target(Q, "London", LINE, 128) == "Ada Byron. Ada Byron was born in London"
+  # 25 question + 2 MASKs leave 21 characters at block 48: the title and its space (11),
+  # then the recitation's last 10 characters
+  assert recite.target(Q, "London", LINE, 48) == "Ada Byron.  in London"
+  assert recite.target(Q, "London", LINE, 60) == "Ada Byron. ron was born in London"  # 33
+  assert recite.target(Q, "London", LINE, 27) == ""  # no room at all
 
 
 def test_own_line_by_title_and_the_prompt():
@@ -34,25 +36,24 @@ def test_own_line_by_title_and_the_prompt():
   assert recite.own_line("Where was Bo Kim born?", docs) == "Bo Kim."
   assert recite.prompt(Q) == Q + MASK_CHAR + "Ada Byron."
   assert recite.pairs(docs, [(Q, "London"), ("Where was Bo Kim born?", "Rome")], 128) == [
-      (Q, "Ada Byron. Ada Byron was born in \u2047London"),
-      ("Where was Bo Kim born?", "Bo Kim.\u2047Rome")]
+      (Q, "Ada Byron. Ada Byron was born in London"), ("Where was Bo Kim born?", "Bo Kim. Rome")]
 
 
-def test_the_qa_example_trains_recitation_and_answer_not_the_question():
-  q, t = np.array([5, 6, 7]), np.array([8, 9, MASK, 4])  # question, "recitation MASK answer"
-  x, y = examples.qa_example(q, t, 10)
-  assert x.tolist() == [5, 6, 7, MASK, 8, 9, MASK, 4, MASK]
-  assert y.tolist() == [PAD, PAD, MASK, 8, 9, MASK, 4, MASK, PAD]
+def test_the_qa_example_trains_the_recitation_not_the_question():
+  q, t = np.array([5, 6, 7]), np.array([8, 9, 4])  # question, recitation
+  x, y = examples.qa_example(q, t, 8)
+  assert x.tolist() == [5, 6, 7, MASK, 8, 9, 4]
+  assert y.tolist() == [PAD, PAD, MASK, 8, 9, 4, MASK]
 
 
-def test_recited_answer_is_what_follows_the_first_mask():
+def test_recited_answer_is_the_last_word_before_the_first_mask():
+  vocab = Vocab.from_documents(["ab cd"])  # PAD, MASK, ' ', a, b, c, d
+  ids = [vocab.stoi[c] for c in "ab cd"] + [MASK, vocab.stoi["a"]]
   lp = np.log(np.array([.9, .8, .7, .6, .5, .4, .3]))
-  got = decode.recited_answer([5, 6, MASK, 7, 8, MASK, 9], lp)
-  assert got[0] == [7, 8, MASK, 9] and np.allclose(got[1], lp[3:])
-  assert decode.answer_from_generated(got[0]) == [7, 8]
-  assert np.isclose(decode.answer_confidence(*got), .6 * .5 * .4)  # answer + closing MASK
-  assert decode.recited_answer([5, 6, 7], lp[:3]) is None  # the recitation never closed
-  assert decode.recited_answer([5, 6, MASK], lp[:3]) is None  # closed on the block's last token
+  answer, conf = decode.recited_answer(vocab, ids, lp)
+  assert answer == "cd" and np.isclose(conf, .6 * .5 * .4)  # c, d and the MASK
+  assert decode.recited_answer(vocab, ids[:5], lp[:5]) == ("", 0.0)  # never closed
+  assert decode.recited_answer(vocab, [MASK], lp[:1]) == ("", 0.0)  # nothing recited
 
 
 def test_load_with_recite_changes_only_the_train_targets():
@@ -73,4 +74,4 @@ def test_load_with_recite_changes_only_the_train_targets():
     assert np.array_equal(q0, q1)
     line = recite.own_line(question, docs)
     assert line in docs  # every synthetic train person has a line
-    assert rec.vocab.decode(t1) == recite.recitation(line, answer) + MASK_CHAR + answer
+    assert rec.vocab.decode(t1) == recite.recitation(question, line, answer)
