@@ -75,3 +75,22 @@ def test_load_with_recite_changes_only_the_train_targets():
     line = recite.own_line(question, docs)
     assert line in docs  # every synthetic train person has a line
     assert rec.vocab.decode(t1) == recite.recitation(question, line, answer)
+
+
+def test_predict_with_recite_prompts_with_the_title_and_answers_the_last_word(monkeypatch):
+  vocab = Vocab.from_documents(["Where was Ada Byron born? London Paris ."])
+  seen = {}
+  said = " Ada Byron was born in Paris"  # after the prompt's title, then MASK, then anything
+
+  def fake(params, cfg, prompts, *, steps, **kw):
+    seen.update(prompts=[vocab.decode(p) for p in prompts], steps=steps)
+    ids = [list(vocab.encode(said)) + [MASK] + [vocab.stoi["L"]], list(vocab.encode(said))]
+    return ids, [np.full(len(i), np.log(.5)) for i in ids]
+
+  monkeypatch.setattr(decode, "greedy_generate_scored", fake)
+  cfg = type("Cfg", (), {"block_size": 64})()
+  answers, conf = decode.predict_with_confidence(None, cfg, vocab, [Q, Q], steps=8, recite=True)
+  assert seen["prompts"] == [Q + MASK_CHAR + "Ada Byron."] * 2
+  assert seen["steps"] == 64 - len(Q + MASK_CHAR + "Ada Byron.")  # to the end of the block
+  assert answers == ["Paris", ""]  # the second never closed its recitation
+  assert np.isclose(conf[0], .5 ** 6) and conf[1] == 0.0  # "Paris" and its MASK
