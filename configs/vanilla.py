@@ -48,8 +48,8 @@ def get_config(preset=None):
       people=0,
       val_questions=0,  # chosen by val_seed, not by the run's seed
       val_seed=0,
-      # birthjax/data/recite.py: train targets become "own line up to the answer MASK answer";
-      # decoding recites, then answers (off: the reference's question -> answer)
+      # birthjax/data/recite.py: train targets become the own line through the answer; decoding
+      # recites and answers its last word (off: the reference's question -> answer)
       recite=False,
   ))
   c.model = ml_collections.ConfigDict(dict(

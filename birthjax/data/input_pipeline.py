@@ -129,7 +129,7 @@ def load(data_cfg, block_size: int) -> Data:
     documents = [vocab.encode(d) for d in docs]
     finetune = [(vocab.encode(q), vocab.encode(a)) for q, a in train]
     digest = hashlib.sha256(repr((digest,) + subsets.tag(data_cfg)).encode()).hexdigest()[:16]
-  if data_cfg.get("recite", False):  # train targets: recitation MASK answer (birthjax/data/recite.py)
+  if data_cfg.get("recite", False):  # train targets: the own line through the answer (birthjax/data/recite.py)
     finetune = [(vocab.encode(q), vocab.encode(t)) for q, t in
                 recite.pairs(docs, train, block_size)]
     digest = hashlib.sha256(repr((digest, "recite")).encode()).hexdigest()[:16]

@@ -39,9 +39,9 @@ def title(question: str) -> str:
 
 
 def own_line(question: str, documents) -> str:
-  """The wiki.txt line of the question's person, else the title alone."""
+  """The wiki.txt line of the question's person (it starts with the title), else ""."""
   t = title(question)
-  return next((d for d in documents if d.startswith(t)), t)
+  return next((d for d in documents if d.startswith(t)), "")
 
 
 def prompt(question: str) -> str:

@@ -211,12 +211,11 @@ def predict_with_confidence(params, model_cfg, vocab: Vocab, questions, *, steps
   model recites to the end of the block (at least `steps`) and answers the last word before
   the first MASK it writes (recited_answer).
   """
-  if recite:  # question MASK NAME. (birthjax/data/recite.py)
+  if recite:  # question MASK NAME., then to the end of the block
     prompts = [vocab.encode(recite_lib.prompt(q)) for q in questions]
+    steps = max(steps, model_cfg.block_size - max(map(len, prompts), default=0))
   else:
     prompts = [examples.prompt(vocab.encode(q)) for q in questions]
-  if recite and prompts:
-    steps = max(steps, model_cfg.block_size - max(len(p) for p in prompts))
   gen, logp = greedy_generate_scored(params, model_cfg, prompts, steps=steps,
                                      batch_size=batch_size, mesh=mesh, use_cache=use_cache,
                                      bucket=bucket, groups=groups)

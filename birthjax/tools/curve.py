@@ -24,16 +24,15 @@ def own_line_recall(params, cfg, data, split="dev", prefix: str = "", free: bool
   `free`: prompt with the line's title only ("NAME.") and decode to the end of the block; a
   hit is the answer anywhere in that recitation (what a model reciting its memory could read)."""
   import numpy as np
-  from birthjax.data import subsets
+  from birthjax.data import recite
   from birthjax.infer import decode
   docs = [data.vocab.decode(d) for d in data.documents]
   questions, answers = data.eval_sets[split]
   prompts, golds = [], []
   for q, ans in zip(questions, answers):
-    name = subsets.name_of(q) + "."
-    line = next((d for d in docs if d.startswith(name)), None)
-    if line is not None and ans in line:
-      text = prefix + (name if free else line[:line.index(ans)])
+    line = recite.own_line(q, docs)
+    if ans in line:
+      text = prefix + (recite.title(q) if free else line[:line.index(ans)])
       prompts.append(np.asarray(data.vocab.encode(text), np.int32))
       golds.append(ans)
   if not prompts:

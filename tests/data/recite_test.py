@@ -33,7 +33,7 @@ def test_target_and_its_cut_to_the_block():
 def test_own_line_by_title_and_the_prompt():
   docs = ["Ada Byronson. Other .", LINE, ""]
   assert recite.own_line(Q, docs) == LINE  # "Ada Byron." is not "Ada Byronson."
-  assert recite.own_line("Where was Bo Kim born?", docs) == "Bo Kim."
+  assert recite.own_line("Where was Bo Kim born?", docs) == ""
   assert recite.prompt(Q) == Q + MASK_CHAR + "Ada Byron."
   assert recite.pairs(docs, [(Q, "London"), ("Where was Bo Kim born?", "Rome")], 128) == [
       (Q, "Ada Byron. Ada Byron was born in London"), ("Where was Bo Kim born?", "Bo Kim. Rome")]
@@ -73,7 +73,7 @@ def test_load_with_recite_changes_only_the_train_targets():
     question, answer = plain.vocab.decode(q0), plain.vocab.decode(a0)
     assert np.array_equal(q0, q1)
     line = recite.own_line(question, docs)
-    assert line in docs  # every synthetic train person has a line
+    assert line and line in docs  # every synthetic train person has a line
     assert rec.vocab.decode(t1) == recite.recitation(question, line, answer)
 
 
