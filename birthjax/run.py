@@ -16,13 +16,11 @@ import time
 import jax
 import numpy as np
 
-from birthjax.train import checkpoint, compile_cache, device_epoch
-from birthjax.infer import decode, evaluate
-from birthjax import files
+from birthjax import files, sharding
 from birthjax.data import input_pipeline, records, subsets
-from birthjax.train import metrics, optim, preempt, train
+from birthjax.infer import decode, evaluate
 from birthjax.model import model
-from birthjax import sharding
+from birthjax.train import checkpoint, compile_cache, device_epoch, metrics, optim, preempt, train
 from birthjax.checks import validate  # noqa: F401  (run.validate: the config checks)
 from birthjax.errors import UserError
 
@@ -259,6 +257,12 @@ def run(config, workdir: str, command=None):
   except OSError as e:
     raise UserError(f"cannot create the workdir ({e.strerror or e})", os.path.abspath(workdir),
                     "pass --workdir a path where a folder can be created") from None
+  with files.workdir_lock(workdir, take=jax.process_index() == 0):
+    return run_stages(config, workdir, stages, command)
+
+
+def run_stages(config, workdir: str, stages: list[str], command=None):
+  """run(), in a workdir that exists and that this run holds."""
   if stages:  # parse and check the four files (the TFDS cache is built later, by load)
     input_pipeline.check_data(config.data, config.model.block_size, config.model.vocab_size)
   mesh = sharding.make_mesh()

@@ -13,7 +13,7 @@ import pytest
 
 from birthjax.train import checkpoint, optim
 from birthjax.model import model
-from birthjax import run
+from birthjax import files, run
 from birthjax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +115,51 @@ def test_bad_stage_and_range_errors(cache_dir, tmp_path):
     run.run(smoke_config(cache_dir, stages="pretrian"), str(tmp_path))
   with pytest.raises(UserError, match="model.n_head"):
     run.run(smoke_config(cache_dir, **{"model.n_head": 3}), str(tmp_path))
+
+
+_HOLDER = ("import sys\nfrom birthjax import files\nwith files.workdir_lock(sys.argv[1]):\n"
+           "  print('held', flush=True)\n  sys.stdin.read()\n")
+
+
+def _holder(workdir):
+  """Another process holding `workdir` until its stdin closes."""
+  p = subprocess.Popen([sys.executable, "-c", _HOLDER, workdir], cwd=ROOT, text=True,
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+  assert p.stdout.readline() == "held\n"
+  return p
+
+
+def test_a_second_process_in_a_workdir_stops_before_writing(cache_dir, tmp_path):
+  """Two runs never write one workdir at once: the second stops with the holder's pid and
+  leaves the workdir as it was; the lock goes with its process, even after kill -9 (the
+  .lock file stays, and blocks nothing), and a clean exit removes the file."""
+  w = str(tmp_path / "w")
+  os.mkdir(w)
+  with open(os.path.join(w, "sentinel.txt"), "w") as f:
+    f.write("untouched\n")
+  holder = _holder(w)
+  with pytest.raises(UserError) as e:
+    run.run(smoke_config(cache_dir, stages="pretrain"), w)
+  assert e.value.line() == (
+      f"error: another process (pid {holder.pid}) is running in this workdir [{w}]; fix: wait "
+      "for it to end, or stop it (kill PID saves after the epoch in flight) and rerun, or use "
+      "another --workdir")
+  assert sorted(os.listdir(w)) == [".lock", "sentinel.txt"]
+  holder.kill()
+  holder.wait()
+  assert sorted(os.listdir(w)) == [".lock", "sentinel.txt"]
+  with files.workdir_lock(w):
+    with open(os.path.join(w, ".lock")) as f:
+      assert f.read() == f"{os.getpid()}\n"
+    with pytest.raises(UserError, match="another process"):  # a second lock, same process
+      with files.workdir_lock(w):
+        pass
+  assert os.listdir(w) == ["sentinel.txt"]
+  holder = _holder(w)
+  holder.stdin.close()
+  assert holder.wait() == 0 and os.listdir(w) == ["sentinel.txt"]
+  with open(os.path.join(w, "sentinel.txt")) as f:
+    assert f.read() == "untouched\n"
 
 
 def _main(*args):
