@@ -5,9 +5,11 @@ import os
 import ml_collections
 import numpy as np
 
-from birthjax.data import examples, input_pipeline, recite
+from birthjax.data import examples, input_pipeline, recite, records
 from birthjax.data.vocab import MASK, MASK_CHAR, PAD, Vocab
 from birthjax.infer import decode
+from configs import augmented
+from configs import recite as recite_config
 
 LINE = "Ada Byron. Ada Byron was born in London and died in Paris ."
 Q = "Where was Ada Byron born?"
@@ -94,3 +96,50 @@ def test_predict_with_recite_prompts_with_the_title_and_answers_the_last_word(mo
   assert seen["steps"] == 64 - len(Q + MASK_CHAR + "Ada Byron.")  # to the end of the block
   assert answers == ["Paris", ""]  # the second never closed its recitation
   assert np.isclose(conf[0], .5 ** 6) and conf[1] == 0.0  # "Paris" and its MASK
+
+
+def test_recite_config_is_the_measured_commands():
+  """Each preset of configs/recite.py is exactly the command README's figures came from."""
+  def with_(c, **over):
+    for key, value in over.items():
+      node = c
+      *path, last = key.split(".")
+      for k in path:
+        node = node[k]
+      node[last] = value
+    return c.to_dict()
+  rope_recite = {"model.positions": "rope", "data.recite": True}
+  storage = {"model.dropout": 0.0, "pretrain.weight_decay": 0.0, "pretrain.augment.shift": 0}
+  assert recite_config.get_config("quickstart").to_dict() == with_(
+      augmented.get_config("quickstart"), **rope_recite, **{"data.val_questions": 20})
+  assert recite_config.get_config("proxy").to_dict() == with_(
+      augmented.get_config(), **rope_recite, **storage, **{
+          "data.people": 300, "data.val_questions": 40, "pretrain.keep_every": 25})
+  assert recite_config.get_config().to_dict() == with_(augmented.get_config(), **rope_recite, **storage)
+  assert recite_config.get_config("smoke").to_dict() == with_(augmented.get_config("smoke"), **rope_recite)
+  try:
+    recite_config.get_config("fast")
+    raise AssertionError("an unknown preset was accepted")
+  except ValueError as e:
+    assert "smoke, quickstart or proxy" in str(e)
+
+
+def test_pretraining_mixes_the_train_recitations_and_never_a_val_one(cache_dir):
+  """With configs/recite.py the QA rows mixed into pretraining are `question MASK recitation
+  MASK` for every train person, and no held-out val question reaches them."""
+  c = recite_config.get_config("smoke")
+  c.data.update(source="synthetic", cache_dir=cache_dir, synthetic_people=60, val_questions=5)
+  data = input_pipeline.load(c.data, c.model.block_size)
+  plain = input_pipeline.load(ml_collections.ConfigDict({**c.data.to_dict(), "recite": False}), 128)
+  t = records.stage_tables("pretrain", c, data)[0](0)
+  text = lambda ids: plain.vocab.decode(ids).replace(plain.vocab.decode([MASK]), MASK_CHAR)
+  mixed = sorted(text(t["ids"][i][:t["lens"][i]]) for i in np.flatnonzero(t["qa"]))
+  docs = [plain.vocab.decode(d) for d in plain.documents]
+  train = [(plain.vocab.decode(q), plain.vocab.decode(a)) for q, a in plain.finetune]
+  want = [q + MASK_CHAR + recite.recitation(q, recite.own_line(q, docs), a) + MASK_CHAR
+          for q, a in train]
+  assert c.pretrain.augment.qa_copies == 1 and len(train) == 35 and mixed == sorted(want)
+  assert all(w.split(MASK_CHAR)[1].startswith(recite.title(w.split(MASK_CHAR)[0])) for w in want)
+  val = plain.eval_sets["val"][0]
+  assert len(val) == 5 and not {q for q, _ in train} & set(val)
+  assert not any(m.startswith(q + MASK_CHAR) for m in mixed for q in val)
