@@ -5,6 +5,7 @@ completions that start with the answer; compare with the finetuned model's dev a
   python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart [--stage=pretrain]
   python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart --prefix="Where was "
   python benchmarks/recall_probe.py --workdir=runs/vanilla-quickstart --free
+  python benchmarks/recall_probe.py --workdir=W --show=12   # a data.recite run's recitations
 
 --prefix puts characters in front of each line (ten for "Where was ", where a question puts
 the name): learned absolute positions tie what the model stored to where a line starts.
@@ -24,7 +25,8 @@ import ml_collections  # noqa: E402
 
 from birthjax.train import checkpoint  # noqa: E402
 from birthjax.tools import curve
-from birthjax.data import input_pipeline
+from birthjax.data import input_pipeline, recite
+from birthjax.infer import decode
 from birthjax.model import model
 from birthjax import run
 
@@ -38,6 +40,9 @@ def main():
   p.add_argument("--free", action="store_true",
                  help="prompt with the title 'NAME.' only; a hit: the answer anywhere in the "
                       "greedy recitation to the end of the block")
+  p.add_argument("--show", type=int, default=0,
+                 help="also print the first N recitations after `question MASK NAME.` "
+                      "(the data.recite prompt), with the gold answer and the own line")
   a = p.parse_args()
   with open(os.path.join(a.workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -45,6 +50,8 @@ def main():
   cfg = run.model_config(config)
   like = model.init_params(cfg, jax.random.key(0))
   params, _ = checkpoint.restore_params(os.path.join(a.workdir, "checkpoints", a.stage), like)
+  if a.show:
+    show(params, cfg, data, a.split, a.show)
   r = curve.own_line_recall(params, cfg, data, a.split, a.prefix, a.free)
   print(f"{a.split}: answer in the person's own wiki line: {r['prompts']} of {r['questions']}")
   how = "recites it from the title" if a.free else "completes it from the line's start"
@@ -58,6 +65,17 @@ def main():
     if r:
       print(f"finetuned model answers the question: {r['correct']} of {r['total']} "
             f"({r['accuracy']:.1f}%)")
+
+
+def show(params, cfg, data, split, n):
+  questions, golds = (x[:n] for x in data.eval_sets[split])
+  prompts = [data.vocab.encode(recite.prompt(q)) for q in questions]
+  gen, _ = decode.greedy_generate_scored(params, cfg, prompts,
+                                         steps=cfg.block_size - max(map(len, prompts)))
+  docs = [data.vocab.decode(d) for d in data.documents]
+  for q, g, gold in zip(questions, gen, golds):
+    print(f"{gold!r}: {recite.title(q) + data.vocab.decode(g)[:100]!r}\n  own line: "
+          f"{recite.own_line(q, docs)[:100]!r}")
 
 
 if __name__ == "__main__":
