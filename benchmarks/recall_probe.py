@@ -42,7 +42,7 @@ def main():
                       "greedy recitation to the end of the block")
   p.add_argument("--show", type=int, default=0,
                  help="also print the first N recitations after `question MASK NAME.` "
-                      "(the data.recite prompt), with the gold answer and the own line")
+                      "(the data.recite prompt; `NAME.` with recite_from=title), with the gold answer and the own line")
   a = p.parse_args()
   with open(os.path.join(a.workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
@@ -51,7 +51,7 @@ def main():
   like = model.init_params(cfg, jax.random.key(0))
   params, _ = checkpoint.restore_params(os.path.join(a.workdir, "checkpoints", a.stage), like)
   if a.show:
-    show(params, cfg, data, a.split, a.show)
+    show(params, cfg, data, config, a.split, a.show)
   r = curve.own_line_recall(params, cfg, data, a.split, a.prefix, a.free)
   print(f"{a.split}: answer in the person's own wiki line: {r['prompts']} of {r['questions']}")
   how = "recites it from the title" if a.free else "completes it from the line's start"
@@ -67,9 +67,10 @@ def main():
             f"({r['accuracy']:.1f}%)")
 
 
-def show(params, cfg, data, split, n):
+def show(params, cfg, data, config, split, n):
   questions, golds = (x[:n] for x in data.eval_sets[split])
-  prompts = [data.vocab.encode(recite.prompt(q)) for q in questions]
+  mode = recite.mode(config.data) or "question"
+  prompts = [data.vocab.encode(recite.prompt(q, mode)) for q in questions]
   gen, _ = decode.greedy_generate_scored(params, cfg, prompts,
                                          steps=cfg.block_size - max(map(len, prompts)))
   docs = [data.vocab.decode(d) for d in data.documents]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from birthjax.data import recite
 from birthjax.model import fastrng, model
 from birthjax.errors import UserError
 
@@ -46,6 +47,9 @@ def validate(config):
       (m.variant != "perceiver" or m.n_layer >= 2, "model.n_layer", None,
        "use an integer >= 2 for the perceiver (down + up projection blocks)"),
       (d.get("people", 0) >= 0, "data.people", None, "use an integer >= 0 (0: everyone)"),
+      (d.get("recite_from", "question") in recite.MODES, "data.recite_from",
+       f"unknown data.recite_from {d.get('recite_from')!r}",
+       "use 'question' (question MASK NAME. ...) or 'title' (NAME. ... alone)"),
       (d.get("val_questions", 0) >= 0, "data.val_questions", None,
        "use an integer >= 0 (0: no val split)"),
       (config.eval.steps >= 0, "eval.steps", None, "use an integer >= 0"),

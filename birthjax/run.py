@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from birthjax import files, sharding
-from birthjax.data import input_pipeline, records, subsets
+from birthjax.data import input_pipeline, recite, records, subsets
 from birthjax.infer import decode, evaluate
 from birthjax.model import model
 from birthjax.train import checkpoint, compile_cache, device_epoch, metrics, optim, preempt, train
@@ -214,7 +214,7 @@ def evaluate_stage(config, workdir, data, mesh, params) -> dict:
     raw, conf = decode.predict_with_confidence(params, model_cfg, data.vocab, questions,
                                                steps=config.eval.steps,
                                                batch_size=config.eval.batch_size, mesh=mesh,
-                                               recite=config.data.get("recite", False))
+                                               recite=recite.mode(config.data))
     in_corpus = evaluate.name_in_corpus([subsets.name_of(q) for q in questions], documents)
     result = evaluate.write_split(workdir, split, questions, answers, raw, conf, in_corpus,
                                   threshold, write=main_process)

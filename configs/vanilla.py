@@ -51,6 +51,7 @@ def get_config(preset=None):
       # birthjax/data/recite.py: train targets become the own line through the answer; decoding
       # recites and answers its last word (off: the reference's question -> answer)
       recite=False,
+      recite_from="question",  # 'question': `question MASK NAME. ...`; 'title': `NAME. ...` alone, at position 0
   ))
   c.model = ml_collections.ConfigDict(dict(
       variant="vanilla",  # 'vanilla' | 'perceiver' (A5) | 'perceiver_ar'

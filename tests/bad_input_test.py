@@ -257,6 +257,8 @@ CASES = [
          ("unknown model.variant 'gpt5'", "[--config.model.variant]", "vanilla, perceiver")),
     Case("unknown_dropout_rng", "run", None, {"model.dropout_rng": "philox"},
          ("unknown model.dropout_rng 'philox'", "[--config.model.dropout_rng]", "'hash'")),
+    Case("unknown_recite_from", "run", None, {"data.recite_from": "name"},
+         ("unknown data.recite_from 'name'", "[--config.data.recite_from]", "'title'")),
     Case("unknown_data_source", "run", None, {"data.source": "wiki"},
          ("unknown data.source 'wiki'", "[--config.data.source]")),
     Case("more_people_than_the_data", "run", None, {"data.people": 100000},

@@ -27,10 +27,12 @@ def masked_length_range(n: int) -> tuple[int, int]:
   return max(1, (n + 4) // 8), max(1, (3 * n + 4) // 8)
 
 
-def qa_example(question: np.ndarray, answer: np.ndarray, block_size: int):
-  """`question + MASK + answer + MASK + PAD...`; targets before the first MASK's are PAD."""
+def qa_example(question: np.ndarray, answer: np.ndarray, block_size: int, sep: bool = True):
+  """`question + MASK + answer + MASK + PAD...`; targets before the first MASK's are PAD.
+  sep=False (data.recite_from=title): `question + answer + MASK`, the answer continuing the
+  question (a title) as its wiki.txt line does; targets before the answer's are PAD."""
   s = np.full(block_size, PAD, np.int32)
-  seq = np.concatenate([question, [MASK], answer, [MASK]])
+  seq = np.concatenate([question, [MASK] if sep else [], answer, [MASK]])
   if len(seq) > block_size:
     raise ValueError(f"question+answer is {len(seq)} > block_size {block_size} ids")
   s[: len(seq)] = seq

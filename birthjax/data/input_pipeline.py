@@ -24,6 +24,7 @@ class Data:
   data_dir: str
   digest: str  # SHA-256 prefix of the four files (and of data.people / data.val_questions)
   share: float = 1.0  # the documents' kept fraction (data.people): the token counts scale by it
+  qa_sep: bool = True  # a MASK between question and answer (examples.qa_example); not with recite_from=title
 
 
 def resolve_data_dir(data_cfg) -> str:
@@ -129,8 +130,10 @@ def load(data_cfg, block_size: int) -> Data:
     documents = [vocab.encode(d) for d in docs]
     finetune = [(vocab.encode(q), vocab.encode(a)) for q, a in train]
     digest = hashlib.sha256(repr((digest,) + subsets.tag(data_cfg)).encode()).hexdigest()[:16]
-  if data_cfg.get("recite", False):  # train targets: the own line through the answer (birthjax/data/recite.py)
+  mode = recite.mode(data_cfg)
+  if mode:  # train targets: the own line through the answer (birthjax/data/recite.py)
     finetune = [(vocab.encode(q), vocab.encode(t)) for q, t in
-                recite.pairs(docs, train, block_size)]
-    digest = hashlib.sha256(repr((digest, "recite")).encode()).hexdigest()[:16]
-  return Data(vocab, documents, finetune, eval_sets, data_dir, digest, share)
+                recite.pairs(docs, train, block_size, mode)]
+    tag = ("recite",) if mode == "question" else ("recite", mode)  # old digests stay valid
+    digest = hashlib.sha256(repr((digest,) + tag).encode()).hexdigest()[:16]
+  return Data(vocab, documents, finetune, eval_sets, data_dir, digest, share, mode != "title")

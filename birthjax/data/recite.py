@@ -22,15 +22,29 @@ Sheffield") is not copied from it: 0 of 20 right, with the right city recited fo
 inspected. Only train people's lines and answers build targets, and every line is
 pretraining text: nothing of the dev or test answers is used. A target that does not fit
 the block keeps the end of the recitation (the answer) and drops text after the title.
-Decoding (`birthjax.infer.decode`, `recite=True`) prompts with `question MASK NAME.`
+Decoding (`birthjax.infer.decode`, `recite='question'`) prompts with `question MASK NAME.`
 (`prompt`: the title is the question's own name, so the model need not learn to copy it),
 lets the model write to the end of the block and answers the last word before the first
 MASK it writes ("" when it writes none). Evaluation scores that answer alone, as ever.
+
+`data.recite_from=title` drops the question: the example is `NAME.` followed by the rest of
+the recitation and its MASK, with no MASK between, so the recitation starts the sequence
+at position 0 exactly as the line does in pretraining, and decoding prompts with `NAME.`
+alone (the question's own name, as above). After `question MASK NAME.` a pretrained model
+on the 300-person A5 proxy writes a generic "born in CITY" (README); from the title alone
+it recites its memory of the person's line.
 """
 from __future__ import annotations
 
 from birthjax.data import subsets
 from birthjax.data.vocab import MASK_CHAR
+
+MODES = ("question", "title")  # data.recite_from
+
+
+def mode(data_cfg) -> str:
+  """"" without data.recite, else data.recite_from ('question' or 'title')."""
+  return data_cfg.get("recite_from", "question") if data_cfg.get("recite", False) else ""
 
 
 def title(question: str) -> str:
@@ -44,9 +58,10 @@ def own_line(question: str, documents) -> str:
   return next((d for d in documents if d.startswith(t)), "")
 
 
-def prompt(question: str) -> str:
-  """What decoding starts from: the question, its MASK and the title the recitation opens with."""
-  return question + MASK_CHAR + title(question)
+def prompt(question: str, mode: str = "question") -> str:
+  """What decoding starts from: the question, its MASK and the title the recitation opens
+  with; mode 'title': the title alone."""
+  return title(question) if mode == "title" else question + MASK_CHAR + title(question)
 
 
 def recitation(question: str, line: str, answer: str) -> str:
@@ -56,10 +71,16 @@ def recitation(question: str, line: str, answer: str) -> str:
   return line[:i + len(a)] if i >= 0 else f"{title(question)} {a}"
 
 
-def target(question: str, answer: str, line: str, block_size: int) -> str:
+def target(question: str, answer: str, line: str, block_size: int, mode: str = "question") -> str:
   """The recitation after the question's MASK (qa_example adds the closing MASK), cut so
-  that the whole example fits `block_size` ids: the title, then the recitation's end."""
-  rec, room = recitation(question, line, answer), block_size - len(question) - 2
+  that the whole example fits `block_size` ids: the title, then the recitation's end.
+  mode 'title': the recitation after its title (the example's prompt), cut the same way."""
+  rec = recitation(question, line, answer)
+  if mode == "title":
+    t = title(question)
+    rest, room = rec[len(t):], block_size - len(t) - 1
+    return rest if len(rest) <= room else (" " + rest[len(rest) - room + 1:])[-room:] if room > 0 else ""
+  room = block_size - len(question) - 2
   if len(rec) <= room:
     return rec
   head = title(question) + " "
@@ -72,6 +93,8 @@ def answer_of(recited: str) -> str:
   return words[-1] if words else ""
 
 
-def pairs(documents, train, block_size: int) -> list[tuple[str, str]]:
-  """The (question, target) texts of the train pairs `train` [(question, answer)]."""
-  return [(q, target(q, a, own_line(q, documents), block_size)) for q, a in train]
+def pairs(documents, train, block_size: int, mode: str = "question") -> list[tuple[str, str]]:
+  """The (prompt, target) texts of the train pairs `train` [(question, answer)]: the prompt
+  is the question, or its title in mode 'title'."""
+  return [(title(q) if mode == "title" else q, target(q, a, own_line(q, documents), block_size, mode))
+          for q, a in train]

@@ -64,9 +64,10 @@ def _window(ids, keep: int, shift: int):
   return np.asarray(ids, np.int32), len(ids), keep, False, False, shift
 
 
-def _qa(question, answer, block_size: int):
-  x, y = examples.qa_example(question, answer, block_size)
-  return np.concatenate([x, y[-1:]]), len(question) + len(answer) + 2, len(question), False, True, 0
+def _qa(question, answer, block_size: int, sep: bool = True):
+  x, y = examples.qa_example(question, answer, block_size, sep)
+  return (np.concatenate([x, y[-1:]]), len(question) + len(answer) + 1 + sep, len(question),
+          False, True, 0)
 
 
 def pretrain(documents, block_size: int) -> dict:
@@ -74,19 +75,20 @@ def pretrain(documents, block_size: int) -> dict:
   return table([_document(d, block_size) for d in documents], block_size)
 
 
-def finetune(pairs, block_size: int) -> dict:
-  """The QA examples of the finetuning pairs."""
-  return table([_qa(q, a, block_size) for q, a in pairs], block_size)
+def finetune(pairs, block_size: int, sep: bool = True) -> dict:
+  """The QA examples of the finetuning pairs (sep: examples.qa_example's)."""
+  return table([_qa(q, a, block_size, sep) for q, a in pairs], block_size)
 
 
-def augmented(documents, finetune_pairs, vocab, aug, block_size: int, seed: int, epoch: int):
+def augmented(documents, finetune_pairs, vocab, aug, block_size: int, seed: int, epoch: int,
+              sep: bool = True):
   """The augmented recipe's table of one epoch (birthjax.data.augment.pretrain_records)."""
   shift = aug.get("shift", 0)
   rng = np.random.default_rng([seed, epoch])  # the crops' word starts
   rows = []
   for record in augment.pretrain_records(documents, finetune_pairs, vocab, aug, block_size):
     if record[0] == augment.QA:
-      rows.append(_qa(record[1], record[2], block_size))
+      rows.append(_qa(record[1], record[2], block_size, sep))
     elif record[0] == augment.CROP:
       _, doc, name_len, starts = record
       w = augment.crop(doc, name_len, starts, rng, block_size - shift - 2)
@@ -134,12 +136,12 @@ def stage_tables(stage: str, config, data):
   """(table_of(epoch), changes every epoch?) of a stage's records."""
   block, aug = config.model.block_size, config.pretrain.get("augment")
   if stage == "finetune":
-    t = finetune(data.finetune, block)
+    t = finetune(data.finetune, block, data.qa_sep)
   elif not augment.enabled(aug):
     t = pretrain(data.documents, block)
   else:
     make = lambda e: augmented(data.documents, data.finetune, data.vocab, aug, block,
-                               config.seed, e)
+                               config.seed, e, data.qa_sep)
     crops, timed = aug.get("crops", 0), scheduled(aug)
     if not crops and not timed:
       t = make(0)

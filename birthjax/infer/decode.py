@@ -203,16 +203,16 @@ def predict(params, model_cfg, vocab: Vocab, questions, **kwargs) -> list[str]:
 
 def predict_with_confidence(params, model_cfg, vocab: Vocab, questions, *, steps: int = 32,
                             batch_size: int = 512, mesh=None, use_cache: bool | None = None,
-                            bucket: bool = True, groups: int | None = None, recite: bool = False
+                            bucket: bool = True, groups: int | None = None, recite: str = ""
                             ) -> tuple[list[str], list[float]]:
   """(answers, confidences): each question's greedy answer and its answer_confidence.
 
-  recite (data.recite, birthjax/data/recite.py): the prompt ends with the person's title, the
-  model recites to the end of the block (at least `steps`) and answers the last word before
-  the first MASK it writes (recited_answer).
+  recite (recite_lib.mode(data config): '', 'question' or 'title'; birthjax/data/recite.py):
+  the prompt ends with the person's title, the model recites to the end of the block (at
+  least `steps`) and answers the last word before the first MASK it writes (recited_answer).
   """
-  if recite:  # question MASK NAME., then to the end of the block
-    prompts = [vocab.encode(recite_lib.prompt(q)) for q in questions]
+  if recite:  # question MASK NAME. (or NAME. alone), then to the end of the block
+    prompts = [vocab.encode(recite_lib.prompt(q, recite)) for q in questions]
     steps = max(steps, model_cfg.block_size - max(map(len, prompts), default=0))
   else:
     prompts = [examples.prompt(vocab.encode(q)) for q in questions]

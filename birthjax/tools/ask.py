@@ -40,7 +40,7 @@ def ask(workdir: str, questions: list[str], abstain_below: float = 0.0, steps: i
   import jax
   import ml_collections
   from birthjax.train import checkpoint
-  from birthjax.data import subsets
+  from birthjax.data import recite, subsets
   from birthjax.infer import decode, evaluate
   from birthjax.data import input_pipeline
   from birthjax.model import model
@@ -65,7 +65,7 @@ def ask(workdir: str, questions: list[str], abstain_below: float = 0.0, steps: i
   answers, conf = decode.predict_with_confidence(params, cfg, data.vocab, ok, steps=steps,
                                                  batch_size=config.eval.batch_size,
                                                  mesh=sharding.make_mesh(),
-                                                 recite=config.data.get("recite", False))
+                                                 recite=recite.mode(config.data))
   answers = evaluate.abstain(answers, conf, abstain_below)
   documents = [data.vocab.decode(d) for d in data.documents]
   known = evaluate.name_in_corpus([subsets.name_of(q) for q in ok], documents)

@@ -603,7 +603,7 @@ def test_a5_record_count(a5_dir):
   c = augmented.get_config()
   finetune = [(vocab.encode(q), vocab.encode(a)) for q, a in corpus.read_finetune(a5_dir)]
   data = types.SimpleNamespace(documents=[vocab.encode(d) for d in docs], finetune=finetune,
-                               vocab=vocab)
+                               vocab=vocab, qa_sep=True)
   table_of, per_epoch = records.stage_tables("pretrain", c, data)
   n = len(table_of(0)["lens"])
   assert n == augmented.A5_RECORDS == 2 * augmented.A5_WINDOWS + 2000 and not per_epoch

@@ -41,7 +41,7 @@ def test_live_epochs_by_hand(qa_from, qa_until, live):
 
 def test_schedule_empties_only_the_qa_rows(tiny):
   v, docs, pairs = tiny
-  data = type("D", (), dict(documents=docs, finetune=pairs, vocab=v))
+  data = type("D", (), dict(documents=docs, finetune=pairs, vocab=v, qa_sep=True))
   full = records.stage_tables("pretrain", _config(_aug(whole=True, qa_copies=1)), data)[0](0)
   table_of, per_epoch = records.stage_tables("pretrain", _scheduled_config(4, 0.5, 1.0), data)
   assert per_epoch
@@ -67,7 +67,7 @@ def test_schedule_empties_only_the_qa_rows(tiny):
 
 def test_default_schedule_is_not_per_epoch(tiny):
   v, docs, pairs = tiny
-  data = type("D", (), dict(documents=docs, finetune=pairs, vocab=v))
+  data = type("D", (), dict(documents=docs, finetune=pairs, vocab=v, qa_sep=True))
   _, per_epoch = records.stage_tables("pretrain", _scheduled_config(4, 0.0, 1.0), data)
   assert not per_epoch
   assert not records.scheduled(_aug(qa_copies=0, qa_from=0.5))  # no questions: nothing to schedule

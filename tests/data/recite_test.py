@@ -4,6 +4,7 @@ import os
 
 import ml_collections
 import numpy as np
+import pytest
 
 from birthjax.data import examples, input_pipeline, recite, records
 from birthjax.data.vocab import MASK, MASK_CHAR, PAD, Vocab
@@ -91,7 +92,8 @@ def test_predict_with_recite_prompts_with_the_title_and_answers_the_last_word(mo
 
   monkeypatch.setattr(decode, "greedy_generate_scored", fake)
   cfg = type("Cfg", (), {"block_size": 64})()
-  answers, conf = decode.predict_with_confidence(None, cfg, vocab, [Q, Q], steps=8, recite=True)
+  answers, conf = decode.predict_with_confidence(None, cfg, vocab, [Q, Q], steps=8,
+                                                 recite="question")
   assert seen["prompts"] == [Q + MASK_CHAR + "Ada Byron."] * 2
   assert seen["steps"] == 64 - len(Q + MASK_CHAR + "Ada Byron.")  # to the end of the block
   assert answers == ["Paris", ""]  # the second never closed its recitation
@@ -117,11 +119,8 @@ def test_recite_config_is_the_measured_commands():
           "data.people": 300, "data.val_questions": 40, "pretrain.keep_every": 25})
   assert recite_config.get_config().to_dict() == with_(augmented.get_config(), **rope_recite, **storage)
   assert recite_config.get_config("smoke").to_dict() == with_(augmented.get_config("smoke"), **rope_recite)
-  try:
+  with pytest.raises(ValueError, match="smoke, quickstart or proxy"):
     recite_config.get_config("fast")
-    raise AssertionError("an unknown preset was accepted")
-  except ValueError as e:
-    assert "smoke, quickstart or proxy" in str(e)
 
 
 def test_pretraining_mixes_the_train_recitations_and_never_a_val_one(cache_dir):
@@ -143,3 +142,56 @@ def test_pretraining_mixes_the_train_recitations_and_never_a_val_one(cache_dir):
   val = plain.eval_sets["val"][0]
   assert len(val) == 5 and not {q for q, _ in train} & set(val)
   assert not any(m.startswith(q + MASK_CHAR) for m in mixed for q in val)
+
+
+def test_title_mode_targets_prompt_and_pairs():
+  """data.recite_from=title: the prompt is the title alone, the target the rest of the
+  recitation, cut to fit title + target + MASK in the block."""
+  assert recite.prompt(Q, "title") == "Ada Byron."
+  assert recite.target(Q, "London", LINE, 128, "title") == " Ada Byron was born in London"  # 29
+  # block 24: 10 title + 1 MASK leave 13: a space, then the recitation's last 12 characters
+  assert recite.target(Q, "London", LINE, 24, "title") == " rn in London"
+  assert recite.target(Q, "London", LINE, 11, "title") == ""  # no room at all
+  docs = [LINE, ""]
+  assert recite.pairs(docs, [(Q, "London"), ("Where was Bo Kim born?", "Rome")], 128, "title") == [
+      ("Ada Byron.", " Ada Byron was born in London"), ("Bo Kim.", " Rome")]
+  assert recite.mode(ml_collections.ConfigDict(dict(recite=False, recite_from="title"))) == ""
+  assert recite.mode(ml_collections.ConfigDict(dict(recite=True, recite_from="title"))) == "title"
+  assert recite.mode(ml_collections.ConfigDict(dict(recite=True))) == "question"
+
+
+def test_title_mode_example_has_no_mask_between_title_and_recitation():
+  t, r = np.array([5, 6, 7]), np.array([8, 9])  # title, rest of the recitation
+  x, y = examples.qa_example(t, r, 8, sep=False)
+  assert x.tolist() == [5, 6, 7, 8, 9, MASK, PAD]
+  assert y.tolist() == [PAD, PAD, 8, 9, MASK, PAD, PAD]
+  row = records.finetune([(t, r)], 8, sep=False)
+  assert row["ids"][0].tolist() == [5, 6, 7, 8, 9, MASK, PAD, PAD]
+  assert (row["lens"][0], row["keep"][0], row["qa"][0]) == (6, 3, True)
+  assert records.finetune([(t, r)], 8)["lens"][0] == 7  # with its MASK: 5 6 7 MASK 8 9 MASK
+
+
+def test_title_mode_loads_title_rows_and_decodes_from_the_title(monkeypatch, cache_dir):
+  c = recite_config.get_config("smoke")
+  c.data.update(source="synthetic", cache_dir=cache_dir, synthetic_people=60, recite_from="title")
+  data = input_pipeline.load(c.data, c.model.block_size)
+  assert not data.qa_sep
+  plain = input_pipeline.load(ml_collections.ConfigDict({**c.data.to_dict(), "recite": False}), 128)
+  docs = [plain.vocab.decode(d) for d in plain.documents]
+  t = records.stage_tables("finetune", c, data)[0](0)
+  rows = [plain.vocab.decode(t["ids"][i][:t["lens"][i]]) for i in range(len(t["lens"]))]
+  mask = plain.vocab.decode([MASK])
+  want = [recite.recitation(q, recite.own_line(q, docs), a) + mask for q, a in
+          ((plain.vocab.decode(q), plain.vocab.decode(a)) for q, a in plain.finetune)]
+  assert rows == want and len(rows) == len(plain.finetune)  # `NAME. ...ANSWER MASK`, no MASK after the title
+  assert all(r.count(mask) == 1 for r in rows)
+  seen = {}
+
+  def fake(params, cfg, prompts, *, steps, **kw):
+    seen.update(prompts=[data.vocab.decode(p) for p in prompts])
+    return [[MASK]] * len(prompts), [np.zeros(1)] * len(prompts)
+
+  monkeypatch.setattr(decode, "greedy_generate_scored", fake)
+  cfg = type("Cfg", (), {"block_size": 64})()
+  decode.predict_with_confidence(None, cfg, data.vocab, ["Where was Ada Byron born?"], recite="title")
+  assert seen["prompts"] == ["Ada Byron."]
