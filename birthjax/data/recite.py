@@ -74,13 +74,16 @@ def recitation(question: str, line: str, answer: str) -> str:
 def target(question: str, answer: str, line: str, block_size: int, mode: str = "question") -> str:
   """The recitation after the question's MASK (qa_example adds the closing MASK), cut so
   that the whole example fits `block_size` ids: the title, then the recitation's end.
-  mode 'title': the recitation after its title (the example's prompt), cut the same way."""
+  mode 'title': the same cut of the recitation with no question before it, less the title
+  (the example's prompt)."""
   rec = recitation(question, line, answer)
   if mode == "title":
-    t = title(question)
-    rest, room = rec[len(t):], block_size - len(t) - 1
-    return rest if len(rest) <= room else (" " + rest[len(rest) - room + 1:])[-room:] if room > 0 else ""
-  room = block_size - len(question) - 2
+    return _cut(question, rec, block_size - 1)[len(title(question)):]
+  return _cut(question, rec, block_size - len(question) - 2)
+
+
+def _cut(question: str, rec: str, room: int) -> str:
+  """`rec` if it fits `room` characters, else its title and a space, then its end."""
   if len(rec) <= room:
     return rec
   head = title(question) + " "
